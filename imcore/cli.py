@@ -1,0 +1,49 @@
+"""`imcore serve`: arguments and environment -> Config -> trio.run(serve)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import trio
+
+from . import __version__
+from .config import ConfigError, add_flags, load
+from .server import serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="imcore", description="imcore chat server")
+    parser.add_argument("--version", action="version", version=f"imcore {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the server")
+    add_flags(serve_cmd)
+    serve_cmd.add_argument(
+        "--print-config", action="store_true", help="print the effective settings and exit"
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = load(args, os.environ)
+    except ConfigError as exc:
+        print(f"imcore: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        for key, value in config.to_flat().items():
+            shown = "(set)" if key == "auth_secret" and value else value
+            print(f"{key} = {shown!r}")
+        return 0
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        trio.run(serve, config)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

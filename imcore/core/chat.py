@@ -1,0 +1,395 @@
+"""Chat, the whole state of the server: conversations, rosters, cursors, dedup, the clock.
+
+Pure: values in, values out. `submit` validates and sequences a write and returns the
+record to commit; `apply` makes a committed record visible and says who must hear of it.
+The server owns the time between the two (the commit). See `sequencer` for why seqs are
+given out before commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import ids
+from .clock import LamportClock
+from .conversation import Conversation
+from .cursors import Cursors
+from .errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
+from .frames import (
+    Ack,
+    Batch,
+    ConvSummary,
+    Delivered,
+    Event,
+    Group,
+    GroupCommand,
+    GroupCreate,
+    GroupInfo,
+    Ok,
+    Read,
+    ReadReceipt,
+    Recv,
+    Send,
+    ServerFrame,
+    Sync,
+    Typing,
+    TypingNotice,
+)
+from .frames import (
+    Error as ErrorFrame,
+)
+from .membership import Roster, check_create, joined, left
+from .presence import Presence
+from .sequencer import Sequencer
+
+if TYPE_CHECKING:
+    from .limits import Limits
+
+#: spec §9: at most one typing notice per second per user and conversation.
+TYPING_INTERVAL_MS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CursorRecord:
+    """A read cursor moved forward: committed like an event, so it survives restarts."""
+
+    conv: str
+    user: str
+    device: str
+    seq: int
+
+
+Record = Event | CursorRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a write produced: the reply for the writer, and the record to commit (if any).
+
+    The reply is released only after the record is committed; a dup's reply, which has no
+    record, still waits behind the commits in flight so it never overtakes its original.
+    """
+
+    reply: ServerFrame | None
+    record: Record | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """Which live connections a push goes to.
+
+    By default every member of the conversation (the fan-out table's entry); with `users`,
+    the live devices of those users; with `sessions`, those connections (presence
+    watchers). `exclude_user` and `exclude_device` drop the originator: a typist's own
+    devices, the device that sent `read`.
+    """
+
+    users: frozenset[str] | None = None
+    sessions: frozenset[str] | None = None
+    exclude_user: str | None = None
+    exclude_device: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deliveries:
+    """One frame to push to an audience, and the membership deltas around it.
+
+    `conv` is the ordering domain: pushes with the same `conv` reach a connection in the
+    order they were made. Presence pushes use the watched user's id (never a conv id).
+
+    The fan-out adds the live connections of `joined` before pushing (so new members get
+    the event that added them) and removes those of `left` after (spec §5).
+    """
+
+    conv: str
+    frame: ServerFrame
+    audience: Audience = field(default_factory=Audience)
+    joined: tuple[str, ...] = ()
+    left: tuple[str, ...] = ()
+
+
+class Chat:
+    """The server's state machine.
+
+    Args:
+        limits: the limits to enforce.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.clock = LamportClock()
+        self.sequencer = Sequencer(self.clock)
+        self.cursors = Cursors()
+        self.presence = Presence(limits.max_devices, limits.max_watch)
+        self.read_only = False
+        self._convs: dict[str, Conversation] = {}
+        self._user_convs: dict[str, set[str]] = {}  # committed membership, by user
+        self._typing: dict[tuple[str, str], int] = {}
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def submit(
+        self, user: str, device: str, cmd: Send | Read | GroupCommand, now_ms: int
+    ) -> Outcome:
+        """Validate and sequence one write.
+
+        Returns:
+            The reply and the record to commit; `record` is None when nothing changes
+            (a dup send, a read cursor that would not move).
+
+        Raises:
+            ImcoreError: the write is refused; nothing changed.
+        """
+        if self.read_only:
+            raise Unavailable("the server cannot write to its log; reads still work")
+        match cmd:
+            case Send():
+                return self._send(user, device, cmd, now_ms)
+            case Read():
+                return self._read(user, device, cmd)
+            case _:
+                return self._group(user, device, cmd, now_ms)
+
+    def _send(self, user: str, device: str, cmd: Send, now_ms: int) -> Outcome:
+        conv = cmd.conv
+        ts_hint = None if cmd.ts is None else self.clock.check(cmd.ts)
+        c = self._convs.get(conv)
+        if ids.is_group(conv):
+            if c is None or c.staged is None:
+                raise NotFound(f"no group {conv}")
+            if user not in c.staged:
+                raise Forbidden(f"{user} is not a member of {conv}")
+        elif user not in ids.dm_users(conv):
+            raise Forbidden(f"{user} is not a party of {conv}")
+        first = self.sequencer.find(conv, user, cmd.cmid)
+        if first is not None:
+            seq, ts = first
+            return Outcome(Ack(conv=conv, cmid=cmd.cmid, seq=seq, ts=ts, dup=True, id=cmd.id))
+        if ts_hint is not None:
+            self.clock.observe(ts_hint)
+        if c is None:
+            self._convs[conv] = Conversation(conv)
+        seq, ts = self.sequencer.sequence(conv, user, cmd.cmid)
+        event = Event(
+            conv=conv,
+            seq=seq,
+            ts=ts,
+            sender=user,
+            dev=device,
+            at=now_ms,
+            cmid=cmd.cmid,
+            body=cmd.body,
+        )
+        return Outcome(Ack(conv=conv, cmid=cmd.cmid, seq=seq, ts=ts, id=cmd.id), event)
+
+    def _read(self, user: str, device: str, cmd: Read) -> Outcome:
+        c = self._readable(user, cmd.conv)
+        if cmd.seq > c.head:
+            raise Invalid(f"seq {cmd.seq} is beyond the head of {cmd.conv} ({c.head})")
+        reply = None if cmd.id is None else Ok(id=cmd.id)
+        if cmd.seq <= self.cursors.read(cmd.conv, user):
+            return Outcome(reply)  # spec §8: a lower read is ignored
+        return Outcome(reply, CursorRecord(cmd.conv, user, device, cmd.seq))
+
+    def _group(self, user: str, device: str, cmd: GroupCommand, now_ms: int) -> Outcome:
+        conv = cmd.conv
+        c = self._convs.get(conv)
+        if isinstance(cmd, GroupCreate):
+            if c is not None:
+                raise Conflict(f"group {conv} exists")
+            change = check_create(user, cmd, self.limits.max_group_members)
+            c = self._convs[conv] = Conversation(conv, staged=Roster())
+        elif c is None or c.staged is None:
+            raise NotFound(f"no group {conv}")
+        else:
+            change = c.staged.check(user, cmd, self.limits.max_group_members)
+        assert c.staged is not None
+        c.staged.fold(change, user)
+        seq, ts = self.sequencer.sequence(conv, user, None)
+        event = Event(conv=conv, seq=seq, ts=ts, sender=user, dev=device, at=now_ms, sys=change)
+        return Outcome(Ok(conv=conv, seq=seq, id=cmd.id), event)
+
+    def apply(self, record: Record) -> Deliveries | None:
+        """Make a committed record visible.
+
+        Returns:
+            The push it causes, if any.
+        """
+        if isinstance(record, CursorRecord):
+            return self._apply_read(record)
+        conv = record.conv
+        c = self._convs.get(conv)
+        if c is None:
+            c = self._convs[conv] = Conversation(conv, Roster() if ids.is_group(conv) else None)
+        change = record.sys
+        if record.seq > self.sequencer.head(conv):  # replayed from the log of an earlier run
+            self.sequencer.replay(record)
+            if change is not None and c.staged is not None:
+                c.staged.fold(change, record.sender)
+        new = c.head == 0
+        for old in c.append(record, self.limits.retain_messages):
+            if old.cmid is not None:
+                self.sequencer.forget(conv, old.sender, old.cmid)
+        added: tuple[str, ...] = ()
+        removed: tuple[str, ...] = ()
+        if change is not None:
+            assert c.roster is not None
+            c.roster.fold(change, record.sender)
+            added, removed = joined(change), left(change)
+        elif new:
+            added = tuple(dict.fromkeys(ids.dm_users(conv)))
+        for u in added:
+            self._user_convs.setdefault(u, set()).add(conv)
+        for u in removed:
+            self._user_convs.get(u, set()).discard(conv)
+        return Deliveries(conv, record, joined=added, left=removed)
+
+    def _apply_read(self, record: CursorRecord) -> Deliveries | None:
+        conv, user = record.conv, record.user
+        if not self.cursors.advance_read(conv, user, record.seq):
+            return None
+        receipt = ReadReceipt(conv=conv, user=user, seq=record.seq)
+        c = self._convs[conv]
+        origin = (user, record.device)
+        if c.roster is not None and len(c.roster) > self.limits.receipt_fanout_max:
+            return Deliveries(conv, receipt, Audience(frozenset({user}), exclude_device=origin))
+        return Deliveries(conv, receipt, Audience(exclude_device=origin))
+
+    def commit_failed(self) -> None:
+        """The log could not be written: refuse every write from now on (spec §7)."""
+        self.read_only = True
+
+    def refuse(self, outcome: Outcome) -> ServerFrame | None:
+        """The reply for a write whose commit failed: `unavailable`, never its ack."""
+        if outcome.reply is None:
+            return None
+        exc = Unavailable("the server could not make this write durable")
+        return ErrorFrame.from_exc(exc, id=getattr(outcome.reply, "id", None))
+
+    # --- ephemeral ----------------------------------------------------------------------------
+
+    def receive(self, user: str, cmd: Recv) -> Deliveries | None:
+        """A device has everything up to `seq`: maybe push `delivered` to the DM peer (spec §8).
+
+        Raises:
+            Forbidden, NotFound, Invalid: not a member, no such group, seq beyond head.
+        """
+        c = self._readable(user, cmd.conv)
+        if cmd.seq > c.head:
+            raise Invalid(f"seq {cmd.seq} is beyond the head of {cmd.conv} ({c.head})")
+        if ids.is_group(cmd.conv) or not self.cursors.advance_delivered(cmd.conv, user, cmd.seq):
+            return None
+        peer = ids.dm_peer(cmd.conv, user)
+        if peer is None:
+            return None
+        frame = Delivered(conv=cmd.conv, user=user, seq=cmd.seq)
+        return Deliveries(cmd.conv, frame, Audience(frozenset({peer})))
+
+    def typing(self, user: str, cmd: Typing, now_ms: int) -> Deliveries | None:
+        """Relay a typing notice to the other members, at most once a second (spec §9)."""
+        c = self._readable(user, cmd.conv)
+        if c.roster is not None and len(c.roster) > self.limits.receipt_fanout_max:
+            return None
+        key = (user, cmd.conv)
+        if now_ms - self._typing.get(key, -TYPING_INTERVAL_MS) < TYPING_INTERVAL_MS:
+            return None
+        if len(self._typing) > 10_000:  # keep the table to notices that still matter
+            self._typing = {
+                k: t for k, t in self._typing.items() if now_ms - t < TYPING_INTERVAL_MS
+            }
+        self._typing[key] = now_ms
+        notice = TypingNotice(conv=cmd.conv, user=user)
+        return Deliveries(cmd.conv, notice, Audience(exclude_user=user))
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def _readable(self, user: str, conv: str) -> Conversation:
+        """The committed conversation `user` may read; an empty one for a DM not yet begun."""
+        c = self._convs.get(conv)
+        if ids.is_group(conv):
+            if c is None or c.roster is None or c.head == 0:
+                raise NotFound(f"no group {conv}")
+            if user not in c.roster:
+                raise Forbidden(f"{user} is not a member of {conv}")
+            return c
+        if user not in ids.dm_users(conv):
+            raise Forbidden(f"{user} is not a party of {conv}")
+        return c if c is not None else Conversation(conv)
+
+    def head(self, conv: str) -> int:
+        """The last committed seq of `conv` (0 if it has none)."""
+        c = self._convs.get(conv)
+        return 0 if c is None else c.head
+
+    def floor(self, conv: str) -> int:
+        c = self._convs.get(conv)
+        return 1 if c is None else c.floor
+
+    def events(self, conv: str) -> list[Event]:
+        """Every retained event of `conv`, in seq order."""
+        c = self._convs.get(conv)
+        return [] if c is None else list(c.events.values())
+
+    def convs_of(self, user: str) -> frozenset[str]:
+        """The conversations `user` is in, as committed."""
+        return frozenset(self._user_convs.get(user, ()))
+
+    def members(self, conv: str) -> frozenset[str]:
+        """The committed members of `conv` (the two parties of a DM)."""
+        c = self._convs.get(conv)
+        if ids.is_group(conv):
+            return frozenset(c.roster.roles) if c is not None and c.roster else frozenset()
+        return frozenset(ids.dm_users(conv))
+
+    def summaries(self, user: str) -> tuple[ConvSummary, ...]:
+        """`welcome.convs` (spec §3): every conversation of `user`, most recent first."""
+        out = []
+        for conv in self._user_convs.get(user, ()):
+            c = self._convs[conv]
+            read = self.cursors.read(conv, user)
+            out.append(
+                ConvSummary(
+                    conv=conv,
+                    head=c.head,
+                    read=read,
+                    unread=c.unread(user, read),
+                    floor=c.floor,
+                    ts_last=c.ts_last,
+                )
+            )
+        out.sort(key=lambda s: (-s.ts_last, s.conv))
+        return tuple(out)
+
+    def sync(self, user: str, cmd: Sync) -> Batch:
+        """A page of history (spec §8).
+
+        Raises:
+            Forbidden, NotFound: not a member; no such group.
+        """
+        c = self._readable(user, cmd.conv)
+        limit = min(cmd.limit or self.limits.sync_limit, self.limits.sync_limit_max)
+        msgs, more = c.page(cmd.after, cmd.before, limit)
+        return Batch(conv=cmd.conv, msgs=msgs, head=c.head, floor=c.floor, more=more, id=cmd.id)
+
+    def group_info(self, user: str, cmd: GroupInfo) -> Group:
+        """`group.info`: members may ask; anyone may ask about a public group.
+
+        Raises:
+            NotFound, Forbidden.
+        """
+        c = self._convs.get(cmd.conv)
+        if c is None or c.roster is None or c.head == 0:
+            raise NotFound(f"no group {cmd.conv}")
+        roster = c.roster
+        if user not in roster and not roster.public:
+            raise Forbidden(f"{user} is not a member of {cmd.conv}")
+        return Group(
+            conv=cmd.conv,
+            title=roster.title,
+            owner=roster.owner,
+            public=roster.public,
+            members=tuple(sorted(roster.roles.items())),
+            head=c.head,
+            id=cmd.id,
+        )

@@ -1,0 +1,6 @@
+"""The trio shell: moves bytes and time around the core. Nothing here decides protocol."""
+
+from __future__ import annotations
+
+from .serve import RunningServer as RunningServer
+from .serve import serve as serve

@@ -1,0 +1,90 @@
+"""Group commit: the seam between sequencing and applying (spec §7).
+
+Sessions hand over `Outcome`s without waiting; one task takes everything queued, commits
+the batch's records in one call to the log, then applies each record and releases its
+reply and pushes, in the order they were sequenced. No reply and no push leaves before the
+commit of its record. A log that fails switches the core to read-only (`unavailable`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+if TYPE_CHECKING:
+    from ..core import Chat, Outcome, Record
+    from .connection import Connection
+    from .fanout import Fanout
+
+log = logging.getLogger("imcore.commit")
+
+
+class CommitLog(Protocol):
+    """Where committed records go. The durable implementation writes and fsyncs a WAL."""
+
+    async def commit(self, records: list[Record]) -> None:
+        """Make `records` durable, in order, or raise OSError."""
+
+
+class MemoryLog:
+    """A log that keeps nothing: state lives only in memory until the process ends."""
+
+    async def commit(self, records: list[Record]) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+class Committer:
+    """Batches outcomes into commits and releases them afterwards.
+
+    Args:
+        chat: the core, to apply committed records to.
+        fanout: where the pushes of applied records go.
+        log: the commit log.
+    """
+
+    def __init__(self, chat: Chat, fanout: Fanout, log: CommitLog) -> None:
+        self.chat = chat
+        self.fanout = fanout
+        self.log = log
+        self._queue: deque[tuple[Outcome, Connection]] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self.batches = 0
+        self.records = 0
+
+    def submit_nowait(self, outcome: Outcome, conn: Connection) -> None:
+        self._queue.append((outcome, conn))
+        if len(self._queue) == 1:
+            self._lot.unpark_all()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        queue = self._queue
+        while True:
+            while not queue:
+                await self._lot.park()
+            batch = list(queue)
+            queue.clear()
+            records = [o.record for o, _ in batch if o.record is not None]
+            if records and not self.chat.read_only:
+                try:
+                    await self.log.commit(records)
+                except OSError:
+                    log.critical("the log cannot be written; refusing writes until restart")
+                    self.chat.commit_failed()
+            if self.chat.read_only:
+                for outcome, conn in batch:
+                    conn.send(self.chat.refuse(outcome))
+                continue
+            self.batches += 1
+            self.records += len(records)
+            publish = self.fanout.publish
+            for outcome, conn in batch:
+                if outcome.record is not None:
+                    deliveries = self.chat.apply(outcome.record)
+                    if deliveries is not None:
+                        publish(deliveries)
+                if outcome.reply is not None:
+                    conn.send(outcome.reply)

@@ -1,0 +1,185 @@
+"""One client connection: a nursery with a reader, a writer and a watchdog around a Session.
+
+The reader feeds frames to the core's `Session` and carries out the effects it returns; it
+never awaits the disk or another peer. The writer drains the outbox into the socket. All
+protocol decisions are the core's; this module only moves bytes and time.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+from trio_websocket import ConnectionClosed
+
+from ..core import (
+    Close,
+    CloseCode,
+    Error,
+    Internal,
+    Opened,
+    Publish,
+    Session,
+    SessionState,
+    Submit,
+    Write,
+)
+from .outbox import Outbox
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from trio_websocket import WebSocketConnection
+
+    from ..core import Chat, Codec, Effect, ServerFrame
+    from .committer import Committer
+    from .fanout import Fanout
+
+log = logging.getLogger("imcore.conn")
+
+
+class Connection:
+    """A live WebSocket and its protocol session.
+
+    Args:
+        ws: the accepted WebSocket.
+        session: the core's state for this connection.
+        codec_index: which of the fan-out's codecs this connection speaks.
+    """
+
+    __slots__ = ("_cancel", "closed", "codec", "codec_index", "hub", "outbox", "session", "ws")
+
+    def __init__(self, hub: Hub, ws: WebSocketConnection, session: Session, codec_index: int):
+        self.hub = hub
+        self.ws = ws
+        self.session = session
+        self.codec = session.codec
+        self.codec_index = codec_index
+        self.outbox = Outbox(hub.outbox_frames, hub.outbox_bytes)
+        self.closed = False
+        self._cancel: trio.CancelScope | None = None
+
+    @property
+    def user(self) -> str:
+        return self.session.user
+
+    @property
+    def device(self) -> str:
+        return self.session.device
+
+    def send(self, frame: ServerFrame | None) -> None:
+        """Queue a reply for this connection alone."""
+        if frame is not None:
+            self.outbox.put_nowait(self.codec.encode(frame))
+
+    async def run(self) -> None:
+        """Serve the connection until either side closes it."""
+        hub = self.hub
+        try:
+            async with trio.open_nursery() as nursery:
+                self._cancel = nursery.cancel_scope
+                nursery.start_soon(self._read)
+                nursery.start_soon(self._write)
+                nursery.start_soon(self._watch_hello)
+        finally:
+            self.closed = True
+            if self.session.state is SessionState.OPEN:
+                hub.fanout.disconnect(self, hub.chat.convs_of(self.user))
+            self._carry_out(self.session.close(hub.now_ms()))
+            code = self.outbox.close_code
+            if code is not None and not self.ws.closed:
+                with trio.move_on_after(2) as scope:
+                    scope.shield = True
+                    await self.ws.aclose(code, self.outbox.close_reason)
+
+    async def _read(self) -> None:
+        session, hub = self.session, self.hub
+        try:
+            while True:
+                data = await self.ws.get_message()
+                try:
+                    effects = session.handle(data, hub.now_ms())
+                except Exception:
+                    log.exception("unexpected failure handling a frame")
+                    exc = Internal("the server failed on this frame; it has been logged")
+                    effects = [Write(Error.from_exc(exc))]
+                self._carry_out(effects)
+        except ConnectionClosed:
+            pass
+        self._stop()
+
+    async def _write(self) -> None:
+        outbox, ws = self.outbox, self.ws
+        try:
+            while True:
+                for payload in await outbox.get_batch():
+                    await ws.send_message(payload)
+                if outbox.close_code is not None:
+                    await ws.aclose(outbox.close_code, outbox.close_reason)
+                    break
+        except ConnectionClosed:
+            pass
+        self._stop()
+
+    async def _watch_hello(self) -> None:
+        await trio.sleep(self.hub.chat.limits.hello_timeout_ms / 1000)
+        if self.session.state is SessionState.AWAITING_HELLO:
+            self.outbox.close_nowait(CloseCode.UNAUTHORIZED, "no hello in time")
+
+    def _stop(self) -> None:
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        hub = self.hub
+        for effect in effects:
+            match effect:
+                case Write(frame):
+                    self.send(frame)
+                case Submit(outcome):
+                    hub.committer.submit_nowait(outcome, self)
+                case Publish(deliveries):
+                    hub.fanout.publish(deliveries)
+                case Opened(replaced):
+                    old = hub.fanout.connect(self, hub.chat.convs_of(self.user))
+                    if replaced is not None and old is not None:
+                        old.outbox.close_nowait(CloseCode.REPLACED, "replaced", flush=False)
+                case Close(code, reason):
+                    self.outbox.close_nowait(code, reason)
+
+
+class Hub:
+    """What every connection of one server shares."""
+
+    __slots__ = (
+        "chat",
+        "codecs",
+        "committer",
+        "fanout",
+        "now_ms",
+        "outbox_bytes",
+        "outbox_frames",
+        "secret",
+    )
+
+    def __init__(
+        self,
+        *,
+        chat: Chat,
+        codecs: list[Codec],
+        committer: Committer,
+        fanout: Fanout,
+        secret: str,
+        now_ms: Callable[[], int],
+        outbox_frames: int,
+        outbox_bytes: int,
+    ) -> None:
+        self.chat = chat
+        self.codecs = codecs
+        self.committer = committer
+        self.fanout = fanout
+        self.secret = secret
+        self.now_ms = now_ms
+        self.outbox_frames = outbox_frames
+        self.outbox_bytes = outbox_bytes

@@ -1,0 +1,183 @@
+"""Fan-out tables, sharded by conversation: who is live in each conversation, and pushes.
+
+Each shard owns the table of its conversations (conv -> live connections, split by encoding)
+and one task that carries out its queue in order: attaching and detaching connections and
+pushing frames. So a shard is an ordering domain: a connection receives one conversation's
+pushes in seq order, while a flood to a big group in one shard does not hold up the others.
+The table is kept current by connect, disconnect and the membership deltas of each event,
+never recomputed per message. A frame is encoded once per encoding, and the same bytes are
+queued for every recipient.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..core import Codec, Deliveries
+    from .connection import Connection
+
+#: A big fan-out yields to the scheduler after this many recipients, so it cannot hold the
+#: event loop (and every other connection's latency) for the whole group.
+YIELD_EVERY = 256
+
+_Route = tuple[set["Connection"], ...]  # one set of connections per encoding
+
+
+class Shard:
+    """One ordering domain: its conversations' routes and a queue worked by one task."""
+
+    __slots__ = ("_lot", "_ops", "fanout", "routes")
+
+    def __init__(self, fanout: Fanout) -> None:
+        self.fanout = fanout
+        self.routes: dict[str, _Route] = {}
+        self._ops: deque[tuple[str, object, object]] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def enqueue(self, kind: str, a: object, b: object = None) -> None:
+        self._ops.append((kind, a, b))
+        if len(self._ops) == 1:
+            self._lot.unpark_all()
+
+    def backlog(self) -> int:
+        return len(self._ops)
+
+    def _route(self, conv: str) -> _Route:
+        route = self.routes.get(conv)
+        if route is None:
+            route = self.routes[conv] = tuple(set() for _ in self.fanout.codecs)
+        return route
+
+    def _attach(self, conv: str, conn: Connection) -> None:
+        if not conn.closed:
+            self._route(conv)[conn.codec_index].add(conn)
+
+    def _detach(self, conv: str, conn: Connection) -> None:
+        route = self.routes.get(conv)
+        if route is None:
+            return
+        route[conn.codec_index].discard(conn)
+        if not any(route):
+            del self.routes[conv]
+
+    async def run(self) -> None:
+        ops = self._ops
+        while True:
+            while not ops:
+                await self._lot.park()
+            kind, a, b = ops.popleft()
+            if kind == "push":
+                await self._push(a)  # type: ignore[arg-type]
+            elif kind == "attach":
+                self._attach(a, b)  # type: ignore[arg-type]
+            else:
+                self._detach(a, b)  # type: ignore[arg-type]
+
+    async def _push(self, d: Deliveries) -> None:
+        fanout = self.fanout
+        audience = d.audience
+        groups: Iterable[Iterable[Connection]]
+        if audience.sessions is not None:
+            groups = _split(fanout.sessions_of(audience.sessions), len(fanout.codecs))
+        elif audience.users is not None:
+            groups = _split(fanout.conns_of(audience.users), len(fanout.codecs))
+        else:
+            for user in d.joined:
+                for conn in fanout.conns_of((user,)):
+                    self._attach(d.conv, conn)
+            groups = self.routes.get(d.conv, ())
+        exclude_user, exclude_device = audience.exclude_user, audience.exclude_device
+        sent = 0
+        for index, conns in enumerate(groups):
+            if not conns:
+                continue
+            payload = fanout.codecs[index].encode(d.frame)  # once per encoding
+            for conn in conns:
+                if exclude_user is not None and conn.user == exclude_user:
+                    continue
+                if exclude_device is not None and (conn.user, conn.device) == exclude_device:
+                    continue
+                conn.outbox.put_nowait(payload)
+                sent += 1
+                if sent % YIELD_EVERY == 0:
+                    await trio.lowlevel.checkpoint()
+        for user in d.left:
+            for conn in fanout.conns_of((user,)):
+                self._detach(d.conv, conn)
+
+
+def _split(conns: Iterable[Connection], n: int) -> list[list[Connection]]:
+    groups: list[list[Connection]] = [[] for _ in range(n)]
+    for conn in conns:
+        groups[conn.codec_index].append(conn)
+    return groups
+
+
+class Fanout:
+    """The live connections by user and session, and the shards that push to them.
+
+    Args:
+        codecs: one per encoding; a connection's `codec_index` points into this list.
+        shards: how many ordering domains to run.
+    """
+
+    def __init__(self, codecs: list[Codec], shards: int) -> None:
+        self.codecs = codecs
+        self.shards = [Shard(self) for _ in range(shards)]
+        self._by_user: dict[str, dict[str, Connection]] = {}
+        self._by_session: dict[str, Connection] = {}
+
+    def shard(self, conv: str) -> Shard:
+        return self.shards[hash(conv) % len(self.shards)]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for shard in self.shards:
+                nursery.start_soon(shard.run)
+            task_status.started()
+
+    def connect(self, conn: Connection, convs: Iterable[str]) -> Connection | None:
+        """Make `conn` live in its user's conversations.
+
+        Returns:
+            The connection it replaces on the same device, if any.
+        """
+        devices = self._by_user.setdefault(conn.user, {})
+        old = devices.get(conn.device)
+        devices[conn.device] = conn
+        self._by_session[conn.session.id] = conn
+        for conv in convs:
+            self.shard(conv).enqueue("attach", conv, conn)
+        return old
+
+    def disconnect(self, conn: Connection, convs: Iterable[str]) -> None:
+        """Take `conn` out of the tables (its shards drop it in order with their pushes)."""
+        self._by_session.pop(conn.session.id, None)
+        devices = self._by_user.get(conn.user)
+        if devices is not None and devices.get(conn.device) is conn:
+            del devices[conn.device]
+            if not devices:
+                del self._by_user[conn.user]
+        for conv in convs:
+            self.shard(conv).enqueue("detach", conv, conn)
+
+    def publish(self, deliveries: Deliveries) -> None:
+        """Queue a push on the shard of its conversation."""
+        self.shard(deliveries.conv).enqueue("push", deliveries)
+
+    def conns_of(self, users: Iterable[str]) -> list[Connection]:
+        by_user = self._by_user
+        return [c for u in users for c in by_user.get(u, {}).values()]
+
+    def sessions_of(self, sessions: Iterable[str]) -> list[Connection]:
+        by_session = self._by_session
+        return [c for s in sessions if (c := by_session.get(s)) is not None]
+
+    def connection_count(self) -> int:
+        return len(self._by_session)

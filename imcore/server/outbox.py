@@ -1,0 +1,81 @@
+"""Outbox: the one bounded buffer between the fan-out and a connection's socket.
+
+It never blocks the producer: `put_nowait` either queues the frame or, when the connection
+is too slow to drain it, drops what is queued and asks for close 4008 (spec §10). The
+client loses nothing by that: it resumes with `sync`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import trio
+
+from ..core import CloseCode
+
+Payload = bytes | str
+
+
+class Outbox:
+    """A bounded queue of encoded frames with a pending close.
+
+    Args:
+        max_frames: frames queued at most.
+        max_bytes: bytes (chars, for text frames) queued at most; one frame larger than this
+            is still accepted into an empty outbox, so a large reply is never refused.
+    """
+
+    __slots__ = (
+        "_bytes",
+        "_items",
+        "_lot",
+        "close_code",
+        "close_reason",
+        "max_bytes",
+        "max_frames",
+    )
+
+    def __init__(self, max_frames: int, max_bytes: int) -> None:
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self._items: deque[Payload] = deque()
+        self._bytes = 0
+        self._lot = trio.lowlevel.ParkingLot()
+        self.close_code: CloseCode | None = None
+        self.close_reason = ""
+
+    def put_nowait(self, payload: Payload) -> None:
+        """Queue one encoded frame; overflow closes the connection with 4008."""
+        if self.close_code is not None:
+            return
+        size = len(payload)
+        items = self._items
+        if items and (len(items) >= self.max_frames or self._bytes + size > self.max_bytes):
+            self.close_nowait(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
+            return
+        items.append(payload)
+        self._bytes += size
+        if len(items) == 1:
+            self._lot.unpark_all()
+
+    def close_nowait(self, code: CloseCode, reason: str, *, flush: bool = True) -> None:
+        """Ask the writer to close with `code`: after what is queued, or at once if not `flush`."""
+        if self.close_code is not None:
+            return
+        self.close_code, self.close_reason = code, reason
+        if not flush:
+            self._items.clear()
+            self._bytes = 0
+        self._lot.unpark_all()
+
+    async def get_batch(self) -> list[Payload]:
+        """Wait for frames or a close; return everything queued (empty when only closing)."""
+        while not self._items and self.close_code is None:
+            await self._lot.park()
+        batch = list(self._items)
+        self._items.clear()
+        self._bytes = 0
+        return batch
+
+    def statistics(self) -> dict[str, int]:
+        return {"frames": len(self._items), "bytes": self._bytes}

@@ -1,0 +1,356 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from imcore.core import Audience, Chat, Limits
+from imcore.core.chat import CursorRecord
+from imcore.core.errors import Conflict, Forbidden, Invalid, Limit, NotFound, Unavailable
+from imcore.core.frames import (
+    Delivered,
+    Event,
+    GroupAdd,
+    GroupCreate,
+    GroupInfo,
+    GroupJoin,
+    GroupLeave,
+    GroupRemove,
+    GroupRole,
+    Read,
+    ReadReceipt,
+    Recv,
+    Send,
+    Sync,
+    Typing,
+)
+from tests.helpers.core import commit, do, new_chat
+
+DM = "dm:alice:bob"
+G = "g:team"
+
+
+def send(chat: Chat, user: str, conv: str, cmid: str, body: object = "hi", **kw: int) -> Event:
+    outcome = do(chat, user, Send(conv=conv, cmid=cmid, body=body, **kw))
+    assert isinstance(outcome.record, Event)
+    return outcome.record
+
+
+def test_resent_cmid_returns_the_first_ack_and_stores_nothing() -> None:
+    chat = Chat(Limits())
+    first = chat.submit("alice", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=1_000)
+    commit(chat, first)
+
+    again = chat.submit("alice", "d1", Send(conv=DM, cmid="c1", body="edited"), now_ms=2_000)
+
+    assert again.record is None
+    assert again.reply == replace(first.reply, dup=True)  # type: ignore[type-var]
+    assert chat.head(DM) == 1
+
+
+def test_a_retry_while_the_original_is_uncommitted_is_already_a_dup() -> None:
+    chat = Chat(Limits())
+    first = chat.submit("alice", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=0)
+    again = chat.submit("alice", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=0)
+    assert again.record is None
+    assert again.reply == replace(first.reply, dup=True)  # type: ignore[type-var]
+
+
+def test_same_cmid_from_another_sender_is_a_new_event() -> None:
+    chat = Chat(Limits())
+    send(chat, "alice", DM, "c1")
+    assert send(chat, "bob", DM, "c1").seq == 2
+
+
+def test_outsider_is_forbidden_and_nothing_changes() -> None:
+    chat = Chat(Limits())
+    with pytest.raises(Forbidden):
+        chat.submit("carol", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=0)
+    assert chat.head(DM) == 0
+    assert chat.clock.value == 0
+
+
+def test_unknown_group_is_not_found() -> None:
+    with pytest.raises(NotFound):
+        Chat(Limits()).submit("alice", "d1", Send(conv=G, cmid="c", body=1), now_ms=0)
+
+
+def test_uncommitted_events_are_invisible_to_readers() -> None:
+    chat = Chat(Limits())
+    outcome = chat.submit("alice", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=0)
+    assert chat.sync("bob", Sync(conv=DM)).msgs == ()
+    assert chat.summaries("bob") == ()
+    commit(chat, outcome)
+    assert [e.seq for e in chat.sync("bob", Sync(conv=DM)).msgs] == [1]
+
+
+def test_client_ts_moves_the_clock_forward() -> None:
+    chat = Chat(Limits())
+    assert send(chat, "alice", DM, "c1", ts=500).ts == 501
+    assert send(chat, "alice", DM, "c2", ts=3).ts == 502
+
+
+def test_client_ts_too_far_ahead_is_invalid() -> None:
+    chat = Chat(Limits())
+    with pytest.raises(Invalid):
+        chat.submit("alice", "d1", Send(conv=DM, cmid="c", body=1, ts=10**9 + 1), now_ms=0)
+    assert chat.clock.value == 0
+
+
+def test_first_dm_event_makes_both_parties_members() -> None:
+    chat = Chat(Limits())
+    deliveries = commit(chat, chat.submit("bob", "d1", Send(conv=DM, cmid="c", body=1), 0))
+    assert deliveries is not None
+    assert deliveries.joined == ("alice", "bob")
+    assert chat.convs_of("alice") == {DM}
+    second = commit(chat, chat.submit("bob", "d1", Send(conv=DM, cmid="d", body=1), 0))
+    assert second is not None
+    assert second.joined == ()
+
+
+def test_notes_to_self_has_one_member() -> None:
+    chat = Chat(Limits())
+    send(chat, "alice", "dm:alice:alice", "n1")
+    assert chat.members("dm:alice:alice") == {"alice"}
+
+
+# --- groups ------------------------------------------------------------------------------------
+
+
+def make_group(chat: Chat, *members: str, public: bool = False) -> None:
+    do(chat, "owner", GroupCreate(conv=G, members=members, public=public, title="Team"))
+
+
+def test_create_is_one_event_listing_every_initial_member() -> None:
+    chat = Chat(Limits())
+    out = do(chat, "owner", GroupCreate(conv=G, members=("a", "b")))
+    assert out.reply is not None
+    assert (out.reply.conv, out.reply.seq) == (G, 1)  # type: ignore[union-attr]
+    (event,) = chat.events(G)
+    assert event.sys is not None
+    assert (event.sys.type, event.sys.users) == ("create", ("owner", "a", "b"))
+    assert chat.members(G) == {"owner", "a", "b"}
+
+
+def test_create_of_an_existing_group_conflicts() -> None:
+    chat = Chat(Limits())
+    make_group(chat)
+    with pytest.raises(Conflict):
+        chat.submit("x", "d", GroupCreate(conv=G), 0)
+
+
+def test_create_beyond_max_members_is_limit() -> None:
+    chat = new_chat(max_group_members=2)
+    with pytest.raises(Limit):
+        chat.submit("owner", "d", GroupCreate(conv=G, members=("a", "b")), 0)
+
+
+def test_add_remove_role_and_leave() -> None:
+    chat = Chat(Limits())
+    make_group(chat, "a")
+    do(chat, "owner", GroupAdd(conv=G, users=("b", "c")))
+    do(chat, "owner", GroupRole(conv=G, user="a", role="admin"))
+    do(chat, "a", GroupRemove(conv=G, users=("b",)))
+    do(chat, "c", GroupLeave(conv=G))
+    info = chat.group_info("owner", GroupInfo(conv=G))
+    assert info.members == (("a", "admin"), ("owner", "owner"))
+    assert [e.sys.type for e in chat.events(G) if e.sys] == [
+        "create",
+        "add",
+        "role",
+        "remove",
+        "leave",
+    ]
+    assert chat.convs_of("b") == set()
+
+
+@pytest.mark.parametrize(
+    ("actor", "cmd", "error"),
+    [
+        ("a", GroupAdd(conv=G, users=("z",)), Forbidden),
+        ("owner", GroupAdd(conv=G, users=("a",)), Conflict),
+        ("a", GroupRemove(conv=G, users=("b",)), Forbidden),
+        ("owner", GroupRemove(conv=G, users=("z",)), NotFound),
+        ("adm", GroupRemove(conv=G, users=("owner",)), Forbidden),
+        ("adm", GroupRemove(conv=G, users=("adm2",)), Forbidden),
+        ("z", GroupJoin(conv=G), Forbidden),
+        ("z", GroupLeave(conv=G), Forbidden),
+        ("owner", GroupLeave(conv=G), Forbidden),
+        ("adm", GroupRole(conv=G, user="a", role="admin"), Forbidden),
+        ("owner", GroupRole(conv=G, user="z", role="admin"), NotFound),
+        ("owner", GroupRole(conv=G, user="owner", role="member"), Forbidden),
+        ("owner", GroupAdd(conv="g:nope", users=("z",)), NotFound),
+    ],
+)
+def test_refused_group_commands_change_nothing(
+    actor: str, cmd: GroupAdd, error: type[Exception]
+) -> None:
+    chat = Chat(Limits())
+    make_group(chat, "a", "b", "adm", "adm2")
+    do(chat, "owner", GroupRole(conv=G, user="adm", role="admin"))
+    do(chat, "owner", GroupRole(conv=G, user="adm2", role="admin"))
+    head, clock = chat.head(G), chat.clock.value
+    with pytest.raises(error):
+        chat.submit(actor, "d", cmd, 0)
+    assert (chat.head(G), chat.clock.value) == (head, clock)
+    assert chat.sequencer.head(G) == head
+
+
+def test_join_public_group_and_add_beyond_limit() -> None:
+    chat = new_chat(max_group_members=3)
+    make_group(chat, "a", public=True)
+    do(chat, "z", GroupJoin(conv=G))
+    with pytest.raises(Conflict):
+        chat.submit("z", "d", GroupJoin(conv=G), 0)
+    with pytest.raises(Limit):
+        chat.submit("owner", "d", GroupAdd(conv=G, users=("y",)), 0)
+    with pytest.raises(Limit):
+        chat.submit("y", "d", GroupJoin(conv=G), 0)
+
+
+def test_a_member_added_but_uncommitted_may_already_send() -> None:
+    chat = Chat(Limits())
+    make_group(chat)
+    add = chat.submit("owner", "d", GroupAdd(conv=G, users=("a",)), 0)
+    msg = chat.submit("a", "d", Send(conv=G, cmid="c", body=1), 0)
+    assert chat.members(G) == {"owner"}  # readers see only committed membership
+    commit(chat, add)
+    commit(chat, msg)
+    assert [e.seq for e in chat.events(G)] == [1, 2, 3]
+
+
+def test_removed_member_gets_the_removal_then_leaves_the_table() -> None:
+    chat = Chat(Limits())
+    make_group(chat, "a")
+    out = chat.submit("owner", "d", GroupRemove(conv=G, users=("a",)), 0)
+    deliveries = commit(chat, out)
+    assert deliveries is not None
+    assert (deliveries.joined, deliveries.left) == ((), ("a",))
+    with pytest.raises(Forbidden):
+        chat.sync("a", Sync(conv=G))
+
+
+def test_group_info_of_private_group_is_for_members() -> None:
+    chat = Chat(Limits())
+    make_group(chat, "a")
+    with pytest.raises(Forbidden):
+        chat.group_info("z", GroupInfo(conv=G))
+    with pytest.raises(NotFound):
+        chat.group_info("z", GroupInfo(conv="g:other"))
+
+
+def test_owner_alone_may_leave() -> None:
+    chat = Chat(Limits())
+    make_group(chat, public=True)
+    do(chat, "owner", GroupLeave(conv=G))
+    assert chat.group_info("z", GroupInfo(conv=G)).owner is None
+
+
+# --- sync, retention, cursors ------------------------------------------------------------------
+
+
+def test_sync_pages_in_every_direction() -> None:
+    chat = Chat(Limits())
+    for i in range(10):
+        send(chat, "alice", DM, f"c{i}")
+
+    def page(**kw: int) -> tuple[list[int], bool]:
+        batch = chat.sync("bob", Sync(conv=DM, **kw))
+        return [e.seq for e in batch.msgs], batch.more
+
+    assert page(after=2, limit=3) == ([3, 4, 5], True)
+    assert page(after=7, limit=3) == ([8, 9, 10], False)
+    assert page(before=5, limit=3) == ([2, 3, 4], True)
+    assert page(before=4, limit=3) == ([1, 2, 3], False)
+    assert page(after=2, before=6, limit=2) == ([3, 4], True)
+    assert page(after=2, before=6, limit=3) == ([3, 4, 5], False)
+    assert page(limit=2) == ([9, 10], True)
+
+
+def test_sync_limit_is_clamped() -> None:
+    chat = new_chat(sync_limit_max=3)
+    for i in range(5):
+        send(chat, "alice", DM, f"c{i}")
+    assert len(chat.sync("bob", Sync(conv=DM, after=0, limit=1000)).msgs) == 3
+
+
+def test_retention_moves_the_floor_and_forgets_old_cmids() -> None:
+    chat = new_chat(retain_messages=3)
+    for i in range(5):
+        send(chat, "alice", DM, f"c{i}")
+    batch = chat.sync("bob", Sync(conv=DM, after=0))
+    assert ([e.seq for e in batch.msgs], batch.floor, batch.head) == ([3, 4, 5], 3, 5)
+    assert chat.sequencer.find(DM, "alice", "c0") is None
+    assert chat.sequencer.find(DM, "alice", "c4") == (5, 5)
+
+
+def test_unread_counts_messages_by_others_after_the_read_cursor() -> None:
+    chat = Chat(Limits())
+    make_group(chat, "a")
+    send(chat, "owner", G, "1")
+    send(chat, "a", G, "2")
+    send(chat, "owner", G, "3")
+    do(chat, "owner", GroupAdd(conv=G, users=("b",)))
+    (summary,) = chat.summaries("a")
+    assert (summary.head, summary.read, summary.unread) == (5, 0, 2)
+    do(chat, "a", Read(conv=G, seq=3))
+    (summary,) = chat.summaries("a")
+    assert (summary.read, summary.unread, summary.floor) == (3, 1, 1)
+    do(chat, "a", Read(conv=G, seq=5))
+    assert chat.summaries("a")[0].unread == 0
+
+
+def test_read_cursor_only_moves_forward_and_pushes_a_receipt() -> None:
+    chat = Chat(Limits())
+    for i in range(3):
+        send(chat, "alice", DM, f"c{i}")
+    out = chat.submit("bob", "phone", Read(conv=DM, seq=2, id=4), 0)
+    assert out.record == CursorRecord(DM, "bob", "phone", 2)
+    deliveries = commit(chat, out)
+    assert deliveries is not None
+    assert deliveries.frame == ReadReceipt(conv=DM, user="bob", seq=2)
+    assert deliveries.audience == Audience(exclude_device=("bob", "phone"))
+    assert chat.submit("bob", "phone", Read(conv=DM, seq=1), 0).record is None
+    with pytest.raises(Invalid):
+        chat.submit("bob", "phone", Read(conv=DM, seq=4), 0)
+
+
+def test_read_receipts_in_big_groups_go_only_to_the_readers_devices() -> None:
+    chat = new_chat(receipt_fanout_max=2)
+    make_group(chat, "a", "b")
+    out = commit(chat, chat.submit("a", "d", Read(conv=G, seq=1), 0))
+    assert out is not None
+    assert out.audience == Audience(users=frozenset({"a"}), exclude_device=("a", "d"))
+
+
+def test_delivered_goes_to_the_dm_peer_once_per_advance() -> None:
+    chat = Chat(Limits())
+    send(chat, "alice", DM, "c0")
+    out = chat.receive("bob", Recv(conv=DM, seq=1))
+    assert out is not None
+    assert out.frame == Delivered(conv=DM, user="bob", seq=1)
+    assert out.audience == Audience(users=frozenset({"alice"}))
+    assert chat.receive("bob", Recv(conv=DM, seq=1)) is None
+
+
+def test_typing_is_limited_to_once_a_second_and_never_stored() -> None:
+    chat = Chat(Limits())
+    send(chat, "alice", DM, "c0")
+    assert chat.typing("alice", Typing(conv=DM), now_ms=10_000) is not None
+    assert chat.typing("alice", Typing(conv=DM), now_ms=10_500) is None
+    assert chat.typing("alice", Typing(conv=DM), now_ms=11_000) is not None
+    assert chat.head(DM) == 1
+
+
+def test_commit_failure_makes_the_chat_read_only() -> None:
+    chat = Chat(Limits())
+    send(chat, "alice", DM, "c0")
+    pending = chat.submit("alice", "d1", Send(conv=DM, cmid="c1", body=1, id=3), 0)
+    chat.commit_failed()
+    refusal = chat.refuse(pending)
+    assert refusal is not None
+    assert refusal.to_wire()["code"] == "unavailable"
+    assert refusal.to_wire()["id"] == 3
+    with pytest.raises(Unavailable):
+        chat.submit("alice", "d1", Send(conv=DM, cmid="c2", body=1), 0)
+    assert [e.seq for e in chat.sync("bob", Sync(conv=DM)).msgs] == [1]

@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from imcore.core import (
+    Chat,
+    Close,
+    CloseCode,
+    Codec,
+    Encoding,
+    Limits,
+    Opened,
+    Publish,
+    Session,
+    SessionState,
+    Submit,
+    Write,
+    auth,
+)
+from imcore.core.frames import Ack, Error, Pong, Presence, Welcome
+from tests.helpers.core import SECRET
+
+NOW = 1_700_000_000_000
+
+
+def frame(**fields: Any) -> str:
+    return json.dumps(fields)
+
+
+def hello(user: str = "alice", device: str = "d1", **extra: Any) -> str:
+    token = auth.mint(user, SECRET, now_ms=NOW)
+    return frame(op="hello", id=1, v=1, token=token, device=device, **extra)
+
+
+def new_session(chat: Chat, sid: str = "s1") -> Session:
+    return Session(
+        chat, Codec(Encoding.JSON, chat.limits), secret=SECRET, session_id=sid, now_ms=NOW
+    )
+
+
+def opened(chat: Chat, user: str = "alice", device: str = "d1", sid: str = "s1") -> Session:
+    session = new_session(chat, sid)
+    effects = session.handle(hello(user, device), NOW)
+    assert isinstance(effects[1], Write)
+    assert isinstance(effects[1].frame, Welcome)
+    return session
+
+
+def errors(effects: list[Any]) -> list[str]:
+    return [e.frame.code for e in effects if isinstance(e, Write) and isinstance(e.frame, Error)]
+
+
+def test_hello_opens_the_session_and_welcomes() -> None:
+    chat = Chat(Limits())
+    session = new_session(chat)
+    effects = session.handle(hello(seen_ts=40), NOW)
+    assert effects[0] == Opened(replaced=None)
+    welcome = effects[1].frame  # type: ignore[union-attr]
+    assert isinstance(welcome, Welcome)
+    assert (welcome.user, welcome.device, welcome.session, welcome.ts) == ("alice", "d1", "s1", 40)
+    assert welcome.limits["max_body"] == 65536
+    assert session.state is SessionState.OPEN
+
+
+def test_frames_before_hello_are_unauthorized_but_keep_the_connection() -> None:
+    session = new_session(Chat(Limits()))
+    effects = session.handle(frame(op="ping", id=5), NOW)
+    assert effects == [Write(Error(code="unauthorized", message="say hello first", id=5))]
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        auth.mint("alice", "another-secret-of-sufficient-length!!", now_ms=NOW),
+        auth.mint("alice", SECRET, now_ms=NOW - 7200_000),
+        auth.mint("not valid!", SECRET, now_ms=NOW),
+        "not.a.jwt",
+    ],
+    ids=["wrong-secret", "expired", "bad-sub", "garbage"],
+)
+def test_a_bad_token_is_unauthorized_and_closes_4001(token: str) -> None:
+    session = new_session(Chat(Limits()))
+    effects = session.handle(frame(op="hello", id=1, v=1, token=token, device="d"), NOW)
+    assert errors(effects) == ["unauthorized"]
+    assert effects[-1] == Close(CloseCode.UNAUTHORIZED, "unauthorized")
+    assert session.state is SessionState.AWAITING_HELLO
+
+
+def test_a_second_hello_is_invalid() -> None:
+    session = opened(Chat(Limits()))
+    assert errors(session.handle(hello(), NOW)) == ["invalid"]
+
+
+def test_the_same_device_replaces_and_too_many_devices_is_limit_4029() -> None:
+    chat = Chat(Limits(max_devices=2))
+    opened(chat, device="a", sid="s1")
+    opened(chat, device="b", sid="s2")
+    again = new_session(chat, "s3").handle(hello(device="a"), NOW)
+    assert again[0] == Opened(replaced="s1")
+    third = new_session(chat, "s4").handle(hello(device="c"), NOW)
+    assert errors(third) == ["limit"]
+    assert third[-1] == Close(CloseCode.LIMIT, "too many devices")
+
+
+def test_send_becomes_a_submit_with_its_ack() -> None:
+    session = opened(Chat(Limits()))
+    (effect,) = session.handle(frame(op="send", id=2, conv="dm:alice:bob", cmid="c", body=1), NOW)
+    assert isinstance(effect, Submit)
+    assert effect.outcome.reply == Ack(conv="dm:alice:bob", cmid="c", seq=1, ts=1, id=2)
+
+
+def test_sends_beyond_the_burst_are_rate_limited_with_a_wait() -> None:
+    session = opened(Chat(Limits(send_rate=10, send_burst=3)))
+    sends = [
+        session.handle(frame(op="send", id=i, conv="dm:a:alice", cmid=f"c{i}", body=1), NOW)
+        for i in range(4)
+    ]
+    assert all(isinstance(e[0], Submit) for e in sends[:3])
+    (refusal,) = sends[3]
+    assert isinstance(refusal, Write)
+    assert isinstance(refusal.frame, Error)
+    assert (refusal.frame.code, refusal.frame.retry_ms, refusal.frame.id) == (
+        "rate_limited",
+        100,
+        3,
+    )
+    later = session.handle(frame(op="send", conv="dm:a:alice", cmid="c9", body=1), NOW + 100)
+    assert isinstance(later[0], Submit)
+
+
+def test_more_than_the_allowed_bad_frames_a_minute_closes_4002() -> None:
+    session = opened(Chat(Limits(abuse_errors=3)))
+    for _ in range(3):
+        assert Close not in {type(e) for e in session.handle("nonsense", NOW)}
+    assert session.handle("nonsense", NOW)[-1] == Close(CloseCode.ABUSE, "too many bad frames")
+    # errors older than a minute no longer count
+    fresh = opened(Chat(Limits(abuse_errors=3)))
+    for i in range(6):
+        effects = fresh.handle(frame(op="nope"), NOW + i * 30_000)
+        assert errors(effects) == ["unknown_op"]
+        assert effects[-1] != Close(CloseCode.ABUSE, "too many bad frames")
+
+
+def test_ping_is_answered_with_the_clock() -> None:
+    session = opened(Chat(Limits()))
+    assert session.handle(frame(op="ping", id="p"), NOW) == [Write(Pong(ts=0, id="p"))]
+
+
+def test_watch_reports_presence_and_changes_are_published_to_watchers() -> None:
+    chat = Chat(Limits())
+    watcher = opened(chat, "carol", sid="w")
+    effects = watcher.handle(frame(op="watch", id=1, users=["alice"]), NOW)
+    assert effects[0] == Write(Presence(user="alice", online=False, last_seen=None))
+    alice = new_session(chat, "a1")
+    came = alice.handle(hello(), NOW + 5)
+    (publish,) = [e for e in came if isinstance(e, Publish)]
+    assert publish.deliveries.frame == Presence(user="alice", online=True, last_seen=NOW + 5)
+    assert publish.deliveries.audience.sessions == {"w"}
+    (gone,) = alice.close(NOW + 9)
+    assert isinstance(gone, Publish)
+    assert gone.deliveries.frame == Presence(user="alice", online=False, last_seen=NOW + 9)
+
+
+def test_an_empty_ok_follows_fire_and_forget_frames_only_when_they_carry_an_id() -> None:
+    chat = Chat(Limits())
+    session = opened(chat)
+    assert session.handle(frame(op="typing", conv="dm:alice:bob"), NOW) != []
+    assert session.handle(frame(op="unwatch", users=["x"]), NOW) == []
+    assert errors(session.handle(frame(op="read", id=3, conv="g:none", seq=1), NOW)) == [
+        "not_found"
+    ]

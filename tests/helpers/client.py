@@ -1,0 +1,130 @@
+"""A test client over trio-websocket: sends frames, routes replies by id, queues pushes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections import deque
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import cbor2
+import trio_websocket
+
+from imcore.core import auth
+
+from .core import SECRET
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from imcore.server import RunningServer
+
+Frame = dict[str, Any]
+
+
+class Client:
+    """One connection as a test sees it.
+
+    `request()` sends a frame with a fresh id and returns the reply with that id, whatever
+    its op; frames without an id are pushes, kept in arrival order for `next_push()`.
+    """
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, encoding: str) -> None:
+        self.ws = ws
+        self.encoding = encoding
+        self.welcome: Frame = {}
+        self._ids = itertools.count(1)
+        self._replies: dict[object, Frame] = {}
+        self._pushes: deque[Frame] = deque()
+
+    async def send_frame(self, **frame: Any) -> None:
+        if self.encoding == "imcore.v1.cbor":
+            await self.ws.send_message(cbor2.dumps(frame))
+        else:
+            await self.ws.send_message(json.dumps(frame))
+
+    async def _receive(self) -> None:
+        data = await self.ws.get_message()
+        if self.encoding == "imcore.v1.cbor":
+            assert isinstance(data, bytes), "CBOR frames must be binary messages"
+            frame = cbor2.loads(data)
+        else:
+            assert isinstance(data, str), "JSON frames must be text messages"
+            frame = json.loads(data)
+        if "id" in frame:
+            self._replies[frame["id"]] = frame
+        else:
+            self._pushes.append(frame)
+
+    async def request(self, **frame: Any) -> Frame:
+        frame_id = frame.setdefault("id", next(self._ids))
+        await self.send_frame(**frame)
+        while frame_id not in self._replies:
+            await self._receive()
+        return self._replies.pop(frame_id)
+
+    async def next_push(self, op: str | None = None) -> Frame:
+        """The oldest queued push (of `op`, if given), waiting for one if needed."""
+        while True:
+            for i, frame in enumerate(self._pushes):
+                if op is None or frame["op"] == op:
+                    del self._pushes[i]
+                    return frame
+            await self._receive()
+
+    async def next_msgs(self, count: int, conv: str | None = None) -> list[Frame]:
+        msgs = []
+        while len(msgs) < count:
+            msg = await self.next_push("msg")
+            if conv is None or msg["conv"] == conv:
+                msgs.append(msg)
+        return msgs
+
+    def pending_pushes(self) -> list[Frame]:
+        return list(self._pushes)
+
+    async def closed_with(self) -> int | None:
+        """Read until the server closes; return the close code."""
+        try:
+            while True:
+                await self._receive()
+        except trio_websocket.ConnectionClosed as closed:
+            return closed.reason.code
+
+
+def token(user: str, ttl_s: int = 3600) -> str:
+    return auth.mint(user, SECRET, now_ms=int(time.time() * 1000), ttl_s=ttl_s)
+
+
+@asynccontextmanager
+async def open_ws(
+    server: RunningServer, encoding: str | None = "imcore.v1.json", path: str = "/ws"
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    async with trio_websocket.open_websocket(
+        "127.0.0.1",
+        server.port,
+        path,
+        use_ssl=False,
+        subprotocols=[encoding] if encoding else None,
+    ) as ws:
+        yield ws
+
+
+@asynccontextmanager
+async def open_client(
+    server: RunningServer,
+    user: str,
+    device: str = "d1",
+    encoding: str = "imcore.v1.json",
+    **hello: Any,
+) -> AsyncIterator[Client]:
+    """A connected client that has said hello; `client.welcome` holds the reply."""
+    async with open_ws(server, encoding) as ws:
+        client = Client(ws, encoding)
+        client.welcome = await client.request(
+            op="hello", v=1, token=token(user), device=device, **hello
+        )
+        assert client.welcome["op"] == "welcome", client.welcome
+        yield client

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from tests.helpers.client import open_client
+
+if TYPE_CHECKING:
+    from imcore.server import RunningServer
+
+DM = "dm:alice:bob"
+
+
+async def test_dm_reaches_every_device_of_both_users(server: RunningServer) -> None:
+    with trio.fail_after(10):
+        async with (
+            open_client(server, "alice", device="phone") as phone,
+            open_client(server, "alice", device="laptop") as laptop,
+            open_client(server, "bob", device="phone") as bob,
+        ):
+            ack = await phone.request(op="send", conv=DM, cmid="m1", body="hi")
+            assert (ack["op"], ack["seq"], ack["dup"]) == ("ack", 1, False)
+            for client in (phone, laptop, bob):
+                msg = await client.next_push("msg")
+                assert (msg["seq"], msg["from"], msg["dev"], msg["body"]) == (
+                    1,
+                    "alice",
+                    "phone",
+                    "hi",
+                )
+                assert msg["ts"] == ack["ts"]
+            reply = await bob.request(op="send", conv=DM, cmid="r1", body={"text": "hey"})
+            assert reply["seq"] == 2
+            for client in (phone, laptop, bob):
+                msg = await client.next_push("msg")
+                assert (msg["seq"], msg["from"], msg["body"]) == (2, "bob", {"text": "hey"})
+
+
+async def test_dup_cmid_across_reconnects_returns_the_original(server: RunningServer) -> None:
+    with trio.fail_after(10):
+        async with open_client(server, "alice") as alice:
+            first = await alice.request(op="send", conv=DM, cmid="once", body=1)
+        async with open_client(server, "alice") as alice, open_client(server, "bob") as bob:
+            again = await alice.request(op="send", conv=DM, cmid="once", body="changed")
+            assert again["dup"] is True
+            assert (again["seq"], again["ts"]) == (first["seq"], first["ts"])
+            batch = await bob.request(op="sync", conv=DM, after=0)
+            assert [(m["seq"], m["body"]) for m in batch["msgs"]] == [(1, 1)]
+            # the dup pushed nothing: the next push is the next event
+            await alice.request(op="send", conv=DM, cmid="twice", body=2)
+            assert (await alice.next_push("msg"))["seq"] == 2
+
+
+async def test_resume_after_reconnect_with_welcome_convs_and_sync(server: RunningServer) -> None:
+    with trio.fail_after(10):
+        async with open_client(server, "bob") as bob:
+            async with open_client(server, "alice") as alice:
+                await alice.request(op="send", conv=DM, cmid="a", body=1)
+            last_seen = (await bob.next_push("msg"))["seq"]
+        async with open_client(server, "alice") as alice:
+            for i in range(5):
+                await alice.request(op="send", conv=DM, cmid=f"b{i}", body=i)
+        async with open_client(server, "bob") as bob:
+            (conv,) = bob.welcome["convs"]
+            assert (conv["conv"], conv["head"], conv["floor"]) == (DM, 6, 1)
+            assert conv["unread"] == 6
+            batch = await bob.request(op="sync", conv=DM, after=last_seen)
+            assert [m["seq"] for m in batch["msgs"]] == [2, 3, 4, 5, 6]
+            assert (batch["head"], batch["more"]) == (6, False)
+
+
+async def test_read_and_delivered_receipts(server: RunningServer) -> None:
+    with trio.fail_after(10):
+        async with (
+            open_client(server, "alice") as alice,
+            open_client(server, "bob", device="phone") as phone,
+            open_client(server, "bob", device="tablet") as tablet,
+        ):
+            for i in range(3):
+                await alice.request(op="send", conv=DM, cmid=f"m{i}", body=i)
+            await phone.next_msgs(3)
+            await phone.send_frame(op="recv", conv=DM, seq=3)
+            delivered = await alice.next_push("delivered")
+            assert delivered == {"op": "delivered", "conv": DM, "user": "bob", "seq": 3}
+
+            assert await phone.request(op="read", conv=DM, seq=2) == {"op": "ok", "id": 2}
+            for client in (alice, tablet):
+                receipt = await client.next_push("read")
+                assert receipt == {"op": "read", "conv": DM, "user": "bob", "seq": 2}
+            convs = await phone.request(op="convs")
+            (summary,) = convs["convs"]
+            assert (summary["read"], summary["unread"], summary["head"]) == (2, 1, 3)
+            # a lower read is ignored: no receipt
+            await phone.request(op="read", conv=DM, seq=1)
+            await tablet.request(op="read", conv=DM, seq=3)
+            receipt = await alice.next_push("read")
+            assert receipt["seq"] == 3
+            # the phone hears of the tablet's read, never of its own
+            assert (await phone.next_push("read"))["seq"] == 3
+
+
+async def test_notes_to_self(server: RunningServer) -> None:
+    with trio.fail_after(10):
+        async with open_client(server, "alice") as alice:
+            ack = await alice.request(op="send", conv="dm:alice:alice", cmid="n", body="note")
+            assert ack["seq"] == 1
+            assert (await alice.next_push("msg"))["body"] == "note"
+
+
+async def test_ping_pong_and_typing(server: RunningServer) -> None:
+    with trio.fail_after(10):
+        async with open_client(server, "alice") as alice, open_client(server, "bob") as bob:
+            await alice.request(op="send", conv=DM, cmid="m", body=1)
+            pong = await alice.request(op="ping")
+            assert (pong["op"], pong["ts"]) == ("pong", 1)
+            await alice.send_frame(op="typing", conv=DM)
+            assert await bob.next_push("typing") == {"op": "typing", "conv": DM, "user": "alice"}
