@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import cbor2
+import trio
 import trio_websocket
 
 from imcore.core import auth
@@ -102,14 +103,27 @@ def token(user: str, ttl_s: int = 3600) -> str:
 async def open_ws(
     server: RunningServer, encoding: str | None = "imcore.v1.json", path: str = "/ws"
 ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    async with trio_websocket.open_websocket(
-        "127.0.0.1",
-        server.port,
-        path,
-        use_ssl=False,
-        subprotocols=[encoding] if encoding else None,
-    ) as ws:
-        yield ws
+    """A client WebSocket to the server.
+
+    The TCP stream is ours to close: trio-websocket's client leaves its socket open when the
+    server closes first, which would leak a socket per test.
+    """
+    async with trio.open_nursery() as nursery:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        try:
+            ws = await trio_websocket.wrap_client_stream(
+                nursery,
+                stream,
+                "127.0.0.1",
+                path,
+                subprotocols=[encoding] if encoding else None,
+            )
+            try:
+                yield ws
+            finally:
+                await ws.aclose()
+        finally:
+            await stream.aclose()
 
 
 @asynccontextmanager

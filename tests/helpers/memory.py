@@ -1,0 +1,50 @@
+"""An in-memory listener, so the server can run on trio's MockClock without real sockets."""
+
+from __future__ import annotations
+
+import math
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+import trio.testing
+import trio_websocket
+
+from .client import Client
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+
+class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[trio.abc.Stream](math.inf)
+
+    async def accept(self) -> trio.abc.Stream:
+        return await self._receive.receive()
+
+    async def aclose(self) -> None:
+        await self._receive.aclose()
+
+    async def connect(self) -> trio.abc.Stream:
+        client, server = trio.testing.memory_stream_pair()
+        await self._send.send(server)
+        return client
+
+
+@asynccontextmanager
+async def open_memory_client(
+    listener: MemoryListener, encoding: str = "imcore.v1.json"
+) -> AsyncIterator[Client]:
+    """A WebSocket client over an in-memory stream; it has not said hello."""
+    async with trio.open_nursery() as nursery:
+        stream = await listener.connect()
+        ws = await trio_websocket.wrap_client_stream(
+            nursery, stream, "localhost", "/ws", subprotocols=[encoding]
+        )
+        try:
+            yield Client(ws, encoding)
+        finally:
+            await ws.aclose()
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
