@@ -10,7 +10,7 @@ import sys
 import trio
 
 from . import __version__
-from .config import ConfigError, add_flags, load
+from .config import ConfigError, add_flags, load, toml_value
 from .server import serve
 
 
@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.print_config:
         for key, value in config.to_flat().items():
-            shown = "(set)" if key == "auth_secret" and value else value
-            print(f"{key} = {shown!r}")
+            if key == "auth_secret":
+                print(f"# {key} is {'set' if value else 'unset'}")
+            else:
+                print(f"{key} = {toml_value(value)}")
         return 0
     logging.basicConfig(
         level=config.log_level.upper(),

@@ -9,6 +9,7 @@ stops the start with a message naming the key.
 from __future__ import annotations
 
 import argparse
+import json
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -52,6 +53,15 @@ class Config:
 _SERVER_KEYS = {f.name for f in fields(Config)} - {"limits"}
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 _DEFAULTS = Config().to_flat()
+
+
+def toml_value(value: object) -> str:
+    """`value` as TOML source, the way `--print-config` and the example file show it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
 
 
 def _convert(key: str, raw: object) -> Any:

@@ -1,0 +1,89 @@
+"""The command-line contract of spec §11, with real processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import trio
+
+from imcore.server import RunningServer
+from tests.helpers.client import Client, open_ws
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+BIN = os.path.dirname(sys.executable)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [os.path.join(BIN, args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+async def test_serve_prints_its_address_and_accepts_a_minted_token(tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        process = await trio.lowlevel.open_process(
+            [os.path.join(BIN, "imcore"), "serve", "--port", "0", "--data-dir", str(tmp_path)],
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert process.stdout is not None
+            line = b""
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive_some(1)
+            match = re.fullmatch(r"imcore listening on ws://127\.0\.0\.1:(\d+)/ws\n", line.decode())
+            assert match, line
+            assert (tmp_path / "secret").stat().st_mode & 0o777 == 0o600
+
+            minted = run("imcore-admin", "token", "alice", "--data-dir", str(tmp_path))
+            assert minted.returncode == 0, minted.stderr
+            server = RunningServer("127.0.0.1", int(match.group(1)))
+            async with open_ws(server) as ws:
+                client = Client(ws, "imcore.v1.json")
+                hello = {"v": 1, "token": minted.stdout.strip(), "device": "cli"}
+                welcome = await client.request(op="hello", **hello)
+                assert (welcome["op"], welcome["user"]) == ("welcome", "alice")
+        finally:
+            process.kill()
+            await process.wait()
+
+
+def test_settings_come_from_flags_over_environment_over_file(tmp_path: Path) -> None:
+    config = tmp_path / "imcore.toml"
+    config.write_text('port = 1111\nmax_body = 1000\nfsync = "never"\n')
+    env = {"IMCORE_PORT": "2222", "IMCORE_MAX_BODY": "2000"}
+    shown = run(
+        "imcore", "serve", "--config", str(config), "--port", "3333", "--print-config", env=env
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = set(shown.stdout.splitlines())
+    assert {"port = 3333", "max_body = 2000", 'fsync = "never"'} <= lines
+
+
+def test_an_unknown_key_or_bad_value_stops_the_start(tmp_path: Path) -> None:
+    config = tmp_path / "imcore.toml"
+    config.write_text("prot = 1\n")
+    bad = run("imcore", "serve", "--config", str(config), "--print-config")
+    assert (bad.returncode, bad.stderr.strip()) == (2, "imcore: unknown setting 'prot'")
+    bad = run("imcore", "serve", "--fsync", "sometimes", "--print-config")
+    assert bad.returncode == 2
+    assert "'fsync'" in bad.stderr
+    bad = run("imcore", "serve", "--print-config", env={"IMCORE_MAX_BODY": "lots"})
+    assert bad.returncode == 2
+    assert "'max_body'" in bad.stderr
+
+
+def test_token_refuses_a_bad_user_id(tmp_path: Path) -> None:
+    bad = run("imcore-admin", "token", "no way", "--secret", "s" * 32)
+    assert bad.returncode == 2
+    assert "user" in bad.stderr
