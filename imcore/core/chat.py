@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from . import ids
 from .clock import LamportClock
-from .conversation import Conversation
+from .conversation import Conversation, ConversationState
 from .cursors import Cursors
 from .errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from .frames import (
@@ -222,6 +222,8 @@ class Chat:
         c = self._convs.get(conv)
         if c is None:
             c = self._convs[conv] = Conversation(conv, Roster() if ids.is_group(conv) else None)
+        if record.seq <= c.head:
+            return None  # replayed over a snapshot that already holds it
         change = record.sys
         if record.seq > self.sequencer.head(conv):  # replayed from the log of an earlier run
             self.sequencer.replay(record)
@@ -255,6 +257,26 @@ class Chat:
         if c.roster is not None and len(c.roster) > self.limits.receipt_fanout_max:
             return Deliveries(conv, receipt, Audience(frozenset({user}), exclude_device=origin))
         return Deliveries(conv, receipt, Audience(exclude_device=origin))
+
+    # --- snapshots -----------------------------------------------------------------------------
+
+    def conversation_ids(self) -> list[str]:
+        """Every conversation with committed events."""
+        return [conv for conv, c in self._convs.items() if c.head > 0]
+
+    def capture(self, conv: str) -> ConversationState:
+        """An immutable copy of one committed conversation, for a snapshot."""
+        return self._convs[conv].capture(self.cursors.reads(conv))
+
+    def restore(self, state: ConversationState) -> None:
+        """Load one conversation from a snapshot (into a Chat that does not have it yet)."""
+        c = self._convs[state.conv] = Conversation.restore(state)
+        self.sequencer.restore(c)
+        members = ids.dm_users(state.conv) if c.roster is None else c.roster.roles
+        for user in members:
+            self._user_convs.setdefault(user, set()).add(state.conv)
+        for user, seq in state.reads.items():
+            self.cursors.advance_read(state.conv, user, seq)
 
     def commit_failed(self) -> None:
         """The log could not be written: refuse every write from now on (spec §7)."""

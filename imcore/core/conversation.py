@@ -6,6 +6,7 @@ that is not committed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,23 @@ from .membership import Roster
 
 if TYPE_CHECKING:
     from .frames import Event
+
+RosterState = tuple[str | None, str | None, bool, tuple[tuple[str, str], ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationState:
+    """An immutable copy of one committed conversation: what a snapshot stores.
+
+    `roster` is None for a direct conversation, else (owner, title, public, roles).
+    """
+
+    conv: str
+    head: int
+    ts_last: int
+    roster: RosterState | None
+    reads: dict[str, int]
+    events: tuple[Event, ...]
 
 
 class Conversation:
@@ -38,6 +56,32 @@ class Conversation:
         self.sent_by: dict[str, SortedList] = {}
         self.staged = staged
         self.roster: Roster | None = Roster() if staged is not None else None
+
+    def capture(self, reads: dict[str, int]) -> ConversationState:
+        """An immutable copy of the committed state (events are immutable, so it is cheap)."""
+        roster = self.roster
+        state = None
+        if roster is not None:
+            state = (roster.owner, roster.title, roster.public, tuple(roster.roles.items()))
+        return ConversationState(
+            self.conv, self.head, self.ts_last, state, reads, tuple(self.events.values())
+        )
+
+    @classmethod
+    def restore(cls, state: ConversationState) -> Conversation:
+        """A conversation as captured; its staged roster starts equal to the committed one."""
+        roster = None
+        if state.roster is not None:
+            roster = Roster()
+            owner, title, public, roles = state.roster
+            roster.owner, roster.title, roster.public = owner, title, public
+            roster.roles = dict(roles)
+        c = cls(state.conv, roster.copy() if roster is not None else None)
+        c.roster = roster
+        for event in state.events:
+            c.append(event, len(state.events))
+        c.head, c.ts_last = state.head, state.ts_last
+        return c
 
     @property
     def floor(self) -> int:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .clock import LamportClock
+    from .conversation import Conversation
     from .frames import Event
 
 
@@ -71,6 +72,14 @@ class Sequencer:
     def forget(self, conv: str, sender: str, cmid: str) -> None:
         """Drop a cmid whose event has left retention."""
         self._cmids.pop((conv, sender, cmid), None)
+
+    def restore(self, conversation: Conversation) -> None:
+        """Take in a conversation loaded from a snapshot: its head and retained cmids."""
+        conv = conversation.conv
+        self._heads[conv] = max(self._heads.get(conv, 0), conversation.head)
+        for event in conversation.events.values():
+            if event.cmid is not None:
+                self._cmids[(conv, event.sender, event.cmid)] = (event.seq, event.ts)
 
     def replay(self, event: Event) -> None:
         """Take in an event sequenced by an earlier run, when rebuilding state from the log."""

@@ -1,0 +1,145 @@
+"""The snapshot file format: the whole committed state as of an LSN. Pure.
+
+    magic (8) | body | body length: u64 LE | CRC-32 of body: u32 LE
+
+The body is one CBOR array of indefinite length, written in pieces so a large state is
+encoded a conversation at a time:
+
+    [ {"v": 1, "lsn": L, "clock": C},
+      [conv, head, ts_last, roster | null, {user: read seq}, [event, ...]],   per conversation
+      ... ]
+
+with `roster` = [owner, title, public, [[user, role], ...]] and each event
+[seq, ts, from, dev, at, cmid, body, sys] (its conversation is the enclosing one).
+
+A snapshot may be *fuzzy*: conversations captured one at a time while the server keeps
+committing, so one may already hold events after L. That is safe because replaying the log
+from L + 1 is idempotent: an event whose seq is not above its conversation's head is
+skipped, and read cursors only move forward.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from .conversation import ConversationState
+from .frames import Event, SysChange
+
+MAGIC = b"IMSNAP\x00\x01"
+TRAILER = struct.Struct("<QI")
+VERSION = 1
+
+
+class SnapshotError(ValueError):
+    """The bytes are not a whole, valid snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    lsn: int
+    clock: int
+    conversations: list[ConversationState]
+
+
+class SnapshotEncoder:
+    """Encodes a snapshot in pieces; concatenate `begin()`, `conversation()`s and `end()`."""
+
+    def __init__(self, lsn: int, clock: int) -> None:
+        self.lsn, self.clock = lsn, clock
+        self._crc = 0
+        self._length = 0
+
+    def _body(self, piece: bytes) -> bytes:
+        self._crc = zlib.crc32(piece, self._crc)
+        self._length += len(piece)
+        return piece
+
+    def begin(self) -> bytes:
+        header = cbor2.dumps({"v": VERSION, "lsn": self.lsn, "clock": self.clock})
+        return MAGIC + self._body(b"\x9f" + header)
+
+    def conversation(self, state: ConversationState) -> bytes:
+        events = [_event_to_wire(e) for e in state.events]
+        roster = None
+        if state.roster is not None:
+            owner, title, public, roles = state.roster
+            roster = [owner, title, public, [list(r) for r in roles]]
+        item = [state.conv, state.head, state.ts_last, roster, state.reads, events]
+        return self._body(cbor2.dumps(item))
+
+    def end(self) -> bytes:
+        tail = self._body(b"\xff")
+        return tail + TRAILER.pack(self._length, self._crc)
+
+
+def _event_to_wire(e: Event) -> list[Any]:
+    sys = e.sys
+    wire_sys = None if sys is None else [sys.type, list(sys.users), sys.role, sys.title, sys.public]
+    return [e.seq, e.ts, e.sender, e.dev, e.at, e.cmid, e.body, wire_sys]
+
+
+def _event_from_wire(conv: str, item: list[Any]) -> Event:
+    seq, ts, sender, dev, at, cmid, body, sys = item
+    change = None
+    if sys is not None:
+        kind, users, role, title, public = sys
+        change = SysChange(type=kind, users=tuple(users), role=role, title=title, public=public)
+    return Event(
+        conv=conv, seq=seq, ts=ts, sender=sender, dev=dev, at=at, cmid=cmid, body=body, sys=change
+    )
+
+
+def decode(data: bytes) -> Snapshot:
+    """Check and decode a snapshot file.
+
+    Raises:
+        SnapshotError: bad magic, a length or CRC that does not match, or a bad structure.
+    """
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + TRAILER.size:
+        raise SnapshotError("not a snapshot (bad magic or too short)")
+    body = memoryview(data)[len(MAGIC) : len(data) - TRAILER.size]
+    length, crc = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    if length != len(body) or zlib.crc32(body) != crc:
+        raise SnapshotError("snapshot checksum mismatch (incomplete or damaged)")
+    try:
+        items = cbor2.loads(body)
+        header, *convs = items
+        if header.get("v") != VERSION:
+            raise SnapshotError(f"unknown snapshot version {header.get('v')!r}")
+        states = []
+        for conv, head, ts_last, roster, reads, events in convs:
+            roster_state = None
+            if roster is not None:
+                owner, title, public, roles = roster
+                roster_state = (owner, title, public, tuple((u, r) for u, r in roles))
+            states.append(
+                ConversationState(
+                    conv,
+                    head,
+                    ts_last,
+                    roster_state,
+                    dict(reads),
+                    tuple(_event_from_wire(conv, e) for e in events),
+                )
+            )
+        return Snapshot(header["lsn"], header["clock"], states)
+    except SnapshotError:
+        raise
+    except Exception as exc:
+        raise SnapshotError(f"snapshot structure is damaged: {exc}") from None
+
+
+def snapshot_name(lsn: int) -> str:
+    return f"{lsn:020d}.snap"
+
+
+def parse_snapshot_name(name: str) -> int | None:
+    stem, dot, ext = name.partition(".")
+    if dot and ext == "snap" and stem.isdigit() and len(stem) == 20:
+        return int(stem)
+    return None
