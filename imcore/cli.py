@@ -6,12 +6,13 @@ import argparse
 import logging
 import os
 import sys
+from functools import partial
 
 import trio
 
 from . import __version__
 from .config import ConfigError, add_flags, load, toml_value
-from .server import serve
+from .server import StartupError, serve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     add_flags(serve_cmd)
     serve_cmd.add_argument(
         "--print-config", action="store_true", help="print the effective settings and exit"
+    )
+    serve_cmd.add_argument(
+        "--repair",
+        action="store_true",
+        help="truncate a write-ahead log damaged before its tail (losing what follows)",
     )
     args = parser.parse_args(argv)
     try:
@@ -41,9 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     try:
-        trio.run(serve, config)
-    except KeyboardInterrupt:
-        return 0
+        trio.run(partial(serve, config, repair=args.repair, handle_signals=True))
+    except StartupError as exc:
+        print(f"imcore: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

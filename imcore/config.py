@@ -34,6 +34,8 @@ class Config:
     data_dir: Path = Path("./data")
     fsync: str = "always"
     fsync_interval_ms: int = 100
+    snapshot_every: int = 1_000_000  # records between snapshots ...
+    snapshot_interval_s: float = 300.0  # ... or seconds, whichever comes first
     auth_secret: str | None = None
     admin_host: str = "127.0.0.1"
     admin_port: int = 8766

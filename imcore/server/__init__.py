@@ -2,5 +2,6 @@
 
 from __future__ import annotations
 
+from .datadir import StartupError as StartupError
 from .serve import RunningServer as RunningServer
 from .serve import serve as serve

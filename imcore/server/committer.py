@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..core import Chat, Outcome, Record
     from .connection import Connection
     from .fanout import Fanout
@@ -45,12 +47,21 @@ class Committer:
         log: the commit log.
     """
 
-    def __init__(self, chat: Chat, fanout: Fanout, log: CommitLog) -> None:
+    def __init__(
+        self,
+        chat: Chat,
+        fanout: Fanout,
+        log: CommitLog,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
         self.chat = chat
         self.fanout = fanout
         self.log = log
+        self.on_commit = on_commit
         self._queue: deque[tuple[Outcome, Connection]] = deque()
         self._lot = trio.lowlevel.ParkingLot()
+        self._idle = trio.lowlevel.ParkingLot()
+        self._busy = False
         self.batches = 0
         self.records = 0
 
@@ -64,7 +75,10 @@ class Committer:
         queue = self._queue
         while True:
             while not queue:
+                self._busy = False
+                self._idle.unpark_all()
                 await self._lot.park()
+            self._busy = True
             batch = list(queue)
             queue.clear()
             records = [o.record for o, _ in batch if o.record is not None]
@@ -88,3 +102,10 @@ class Committer:
                         publish(deliveries)
                 if outcome.reply is not None:
                     conn.send(outcome.reply)
+            if self.on_commit is not None:
+                self.on_commit()
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is committed and released."""
+        while self._queue or self._busy:
+            await self._idle.park()

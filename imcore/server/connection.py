@@ -76,6 +76,7 @@ class Connection:
     async def run(self) -> None:
         """Serve the connection until either side closes it."""
         hub = self.hub
+        hub.connections.add(self)
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
@@ -83,6 +84,7 @@ class Connection:
                 nursery.start_soon(self._write)
                 nursery.start_soon(self._watch_hello)
         finally:
+            hub.connections.discard(self)
             self.closed = True
             if self.session.state is SessionState.OPEN:
                 hub.fanout.disconnect(self, hub.chat.convs_of(self.user))
@@ -156,6 +158,7 @@ class Hub:
         "chat",
         "codecs",
         "committer",
+        "connections",
         "fanout",
         "now_ms",
         "outbox_bytes",
@@ -183,3 +186,4 @@ class Hub:
         self.now_ms = now_ms
         self.outbox_frames = outbox_frames
         self.outbox_bytes = outbox_bytes
+        self.connections: set[Connection] = set()  # every live one, said hello or not

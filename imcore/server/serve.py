@@ -1,25 +1,32 @@
-"""serve(): the trio shell around the core: committer, fan-out shards and the accept loop.
+"""serve(): the trio shell around the core: recovery, committer, snapshots, fan-out, accept.
 
-Prints `imcore listening on ws://HOST:PORT/ws` once it accepts connections (spec §11).
+Prints `imcore listening on ws://HOST:PORT/ws` once it accepts connections (spec §11), and
+on `stop` (SIGTERM/SIGINT from the command line) shuts down gracefully: stop accepting,
+close every connection with 1001, commit what is pending, fsync, snapshot, return.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 from trio_websocket import WebSocketRequest, WebSocketServer
 
-from ..core import Chat, Codec, Encoding, Session
-from .committer import Committer, MemoryLog
+from ..core import CloseCode, Codec, Encoding, Session
+from .committer import Committer
 from .connection import Connection, Hub
+from .datadir import DataDirLock, open_state
 from .fanout import Fanout
+from .files import Files
 from .secret import load_or_create_secret
+from .snapshots import Snapshotter
+from .wal import Wal
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -31,14 +38,17 @@ log = logging.getLogger("imcore")
 #: Encodings in the order of `Hub.codecs`; a connection's `codec_index` points here.
 ENCODINGS = (Encoding.CBOR, Encoding.JSON)
 WS_PATH = "/ws"  # spec §1
+#: spec §11: the whole shutdown must finish within 10 s; connections get this long to close.
+CLOSE_GRACE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
 class RunningServer:
-    """What `serve` reports once it accepts connections."""
+    """What `serve` reports once it accepts connections. `stop.set()` shuts it down."""
 
     host: str
     port: int
+    stop: trio.Event = field(default_factory=trio.Event, compare=False)
 
 
 def choose_encoding(offered: Sequence[str]) -> Encoding | None:
@@ -53,52 +63,137 @@ async def serve(
     config: Config,
     *,
     listeners: Sequence[trio.abc.Listener[trio.abc.Stream]] | None = None,
+    files: Files | None = None,
+    repair: bool = False,
+    handle_signals: bool = False,
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the server until cancelled.
+    """Run the server until cancelled, or until `RunningServer.stop` is set.
 
     Args:
         config: the settings.
         listeners: listeners to serve on instead of a TCP port (tests pass in-memory ones).
+        files: the file layer (tests inject faults through it).
+        repair: truncate a log damaged before its tail instead of refusing to start.
+        handle_signals: shut down gracefully on SIGTERM and SIGINT.
         task_status: `started(RunningServer)` once connections are accepted.
+
+    Raises:
+        StartupError: the data directory is locked by another server, or damaged.
     """
+    files = files or Files()
     limits = config.limits
-    secret = config.auth_secret or load_or_create_secret(config.data_dir)
-    chat = Chat(limits)
-    codecs = [Codec(e, limits) for e in ENCODINGS]
-    fanout = Fanout(codecs, config.shards)
-    committer = Committer(chat, fanout, MemoryLog())
-    # Wall-clock ms that follow trio's clock, so tests on a MockClock control time.
-    offset = time.time() - trio.current_time()
+    lock = DataDirLock(config.data_dir)
+    wal: Wal | None = None
+    try:
+        secret = config.auth_secret or load_or_create_secret(config.data_dir)
+        recovered = await trio.to_thread.run_sync(
+            partial(open_state, config.data_dir, limits, files, repair=repair)
+        )
+        chat = recovered.chat
+        wal = Wal(
+            config.data_dir / "wal",
+            files,
+            next_lsn=recovered.report.last_lsn + 1,
+            segment=recovered.segment,
+            fsync=config.fsync,
+        )
+        snapshotter = Snapshotter(
+            chat,
+            wal,
+            config.data_dir / "snapshots",
+            files,
+            every_records=config.snapshot_every,
+            interval_s=config.snapshot_interval_s,
+        )
+        codecs = [Codec(e, limits) for e in ENCODINGS]
+        fanout = Fanout(codecs, config.shards)
+        committer = Committer(chat, fanout, wal, on_commit=snapshotter.poke)
+        # Wall-clock ms that follow trio's clock, so tests on a MockClock control time.
+        offset = time.time() - trio.current_time()
 
-    def now_ms() -> int:
-        return int((trio.current_time() + offset) * 1000)
+        def now_ms() -> int:
+            return int((trio.current_time() + offset) * 1000)
 
-    hub = Hub(
-        chat=chat,
-        codecs=codecs,
-        committer=committer,
-        fanout=fanout,
-        secret=secret,
-        now_ms=now_ms,
-        outbox_frames=config.outbox_frames,
-        outbox_bytes=config.outbox_bytes,
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(fanout.run)
-        await nursery.start(committer.run)
-        if listeners is None:
-            listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        hub = Hub(
+            chat=chat,
+            codecs=codecs,
+            committer=committer,
+            fanout=fanout,
+            secret=secret,
+            now_ms=now_ms,
+            outbox_frames=config.outbox_frames,
+            outbox_bytes=config.outbox_bytes,
+        )
+        async with trio.open_nursery() as services:
+            await services.start(fanout.run)
+            await services.start(committer.run)
+            await services.start(snapshotter.run)
+            if config.fsync == "interval":
+                services.start_soon(wal.run_interval_sync, config.fsync_interval_ms)
+            running = await _serve_connections(config, hub, listeners, handle_signals, task_status)
+            log.info("shutting down: committing, syncing and writing a snapshot")
+            with trio.CancelScope(shield=True):
+                await committer.drain()
+                try:
+                    await wal.sync()
+                    await snapshotter.take()
+                except OSError as exc:
+                    log.error("shutdown could not finish writing: %s", exc)
+            services.cancel_scope.cancel()
+            del running
+        log.info("stopped")
+    finally:
+        if wal is not None:
+            wal.close()
+        lock.release()
+
+
+async def _serve_connections(
+    config: Config,
+    hub: Hub,
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]] | None,
+    handle_signals: bool,
+    task_status: trio.TaskStatus[RunningServer],
+) -> RunningServer:
+    """Accept until stopped; then close every connection with 1001 and wait for them."""
+    if listeners is None:
+        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    async with trio.open_nursery() as connections:
         server = WebSocketServer(
             partial(_handle, hub),
             listeners,  # type: ignore[arg-type]
-            max_message_size=limits.max_frame,
+            handler_nursery=connections,
+            max_message_size=config.limits.max_frame,
         )
-        await nursery.start(server.run)
+        accepting = trio.CancelScope()
+
+        async def accept(*, task_status: trio.TaskStatus[None]) -> None:
+            with accepting:
+                await server.run(task_status=task_status)  # type: ignore[arg-type]
+
+        await connections.start(accept)
         port = _port(listeners, config.port)
+        running = RunningServer(config.host, port)
+        if handle_signals:
+            connections.start_soon(_stop_on_signal, running.stop)
         print(f"imcore listening on ws://{config.host}:{port}{WS_PATH}", flush=True)
-        log.info("listening host=%s port=%d", config.host, port)
-        task_status.started(RunningServer(config.host, port))
+        log.info("listening host=%s port=%d fsync=%s", config.host, port, config.fsync)
+        task_status.started(running)
+        await running.stop.wait()
+        accepting.cancel()
+        for conn in list(hub.connections):
+            conn.outbox.close_nowait(CloseCode.GOING_AWAY, "server shutting down")
+        connections.cancel_scope.deadline = trio.current_time() + CLOSE_GRACE_S
+    return running
+
+
+async def _stop_on_signal(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s", signal.Signals(signum).name)
+            stop.set()
+            return
 
 
 def _port(listeners: Sequence[trio.abc.Listener[trio.abc.Stream]], default: int) -> int:

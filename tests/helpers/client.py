@@ -46,14 +46,17 @@ class Client:
         else:
             await self.ws.send_message(json.dumps(frame))
 
-    async def _receive(self) -> None:
-        data = await self.ws.get_message()
+    def decode(self, data: bytes | str) -> Frame:
         if self.encoding == "imcore.v1.cbor":
             assert isinstance(data, bytes), "CBOR frames must be binary messages"
-            frame = cbor2.loads(data)
+            frame: Frame = cbor2.loads(data)
         else:
             assert isinstance(data, str), "JSON frames must be text messages"
             frame = json.loads(data)
+        return frame
+
+    async def _receive(self) -> None:
+        frame = self.decode(await self.ws.get_message())
         if "id" in frame:
             self._replies[frame["id"]] = frame
         else:

@@ -1,0 +1,239 @@
+"""The data directory: its lock, and bringing the state back at start (spec §7).
+
+    <data-dir>/LOCK          held (flock) while a server runs on the directory
+    <data-dir>/secret        the token secret, unless one is configured
+    <data-dir>/wal/          segments named by their first LSN
+    <data-dir>/snapshots/    snapshots named by the LSN they cover
+
+At start: the newest snapshot that decodes (an older one if it is damaged), then every
+record after it. A torn tail is truncated with a warning naming the bytes dropped. Damage
+before the tail stops the start unless `--repair` was given, which truncates the log at the
+damage and reports what was lost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..core.recovery import RecoveryReport, recover
+from ..core.snapshot import Snapshot, SnapshotError, decode
+from ..core.wal_format import SEGMENT_MAGIC, TornTail, scan_segment
+from .snapshots import list_snapshots
+from .wal import list_segments
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..core import Chat, Limits
+    from .files import Files
+
+log = logging.getLogger("imcore.recovery")
+
+
+class StartupError(Exception):
+    """The server cannot start on this data directory; the message says why and what to do."""
+
+
+class DataDirLock:
+    """An exclusive lock on `<data-dir>/LOCK`, so two servers never share a directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "LOCK"
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise StartupError(
+                f"another imcore server is running on {data_dir} (it holds {self.path})"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        os.close(self._fd)
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    chat: Chat
+    report: RecoveryReport
+    segment: tuple[int, int] | None  # (first LSN, size) of the segment to append to
+
+
+def load_snapshot(directory: Path) -> Snapshot | None:
+    """The newest snapshot that is whole; damaged ones are skipped with a warning."""
+    for lsn, path in reversed(list_snapshots(directory)):
+        try:
+            return decode(path.read_bytes())
+        except (SnapshotError, OSError) as exc:
+            log.warning("snapshot %s is unusable (%s); trying an older one", path.name, exc)
+        del lsn
+    return None
+
+
+def open_state(data_dir: Path, limits: Limits, files: Files, *, repair: bool) -> Recovered:
+    """Recover the state from `data_dir`, truncating a torn tail (and damage, if `repair`).
+
+    Raises:
+        StartupError: damage before the tail and no `repair`.
+    """
+    snapshot = load_snapshot(data_dir / "snapshots")
+    base = 0 if snapshot is None else snapshot.lsn
+    segments = list_segments(data_dir / "wal")
+    start = 0
+    for i, (first, _) in enumerate(segments):
+        if first <= base + 1:
+            start = i
+    needed = segments[start:]
+    chat, report = recover(limits, snapshot, [(first, path.read_bytes()) for first, path in needed])
+    paths = dict(needed)
+    if report.corrupt is not None:
+        first, damage = report.corrupt
+        where = f"{paths[first].name} at byte {damage.offset}"
+        if not repair:
+            raise StartupError(
+                f"the write-ahead log is damaged in {where}: {damage.reason}. "
+                f"Records after it cannot be trusted. Run `imcore-admin verify --data-dir "
+                f"{data_dir}` for details; `imcore serve --repair` truncates the log there "
+                f"(losing what follows) and starts."
+            )
+        _repair(paths, first, damage.offset, report, files)
+    if report.torn is not None:
+        first, torn = report.torn
+        log.warning(
+            "torn tail in %s: dropped %d bytes after the last whole record (lsn %d)",
+            paths[first].name,
+            torn.dropped,
+            report.last_lsn,
+        )
+        _truncate(paths[first], torn.offset, files)
+    segment = None
+    remaining = list_segments(data_dir / "wal")
+    if remaining:
+        first, path = remaining[-1]
+        if path.exists():
+            segment = (first, path.stat().st_size)
+    log.info(
+        "recovered snapshot_lsn=%d replayed=%d last_lsn=%d conversations=%d",
+        report.snapshot_lsn,
+        report.replayed,
+        report.last_lsn,
+        len(chat.conversation_ids()),
+    )
+    return Recovered(chat, report, segment)
+
+
+def _truncate(path: Path, offset: int, files: Files) -> None:
+    if offset < len(SEGMENT_MAGIC):
+        files.remove(path)  # not even a whole header: nothing to keep
+    else:
+        files.truncate(path, offset)
+
+
+def _repair(
+    paths: dict[int, Path], first: int, offset: int, report: RecoveryReport, files: Files
+) -> None:
+    """Truncate the log at the damage and delete what follows; log exactly what is lost."""
+    path = paths[first]
+    lost_bytes = path.stat().st_size - offset
+    lost_records = 0
+    for later in report.unread_segments:
+        later_path = paths[later]
+        lost_bytes += later_path.stat().st_size
+        lost_records += len(scan_segment(later_path.read_bytes(), later).records)
+        files.remove(later_path)
+    _truncate(path, offset, files)
+    log.warning(
+        "repair: truncated %s at byte %d; lost %d bytes, including %d readable records in "
+        "%d later segment(s); the log now ends at lsn %d",
+        path.name,
+        offset,
+        lost_bytes,
+        lost_records,
+        len(report.unread_segments),
+        report.last_lsn,
+    )
+    report.corrupt = None
+    report.torn = None
+
+
+@dataclass(slots=True)
+class Verification:
+    """What `imcore-admin verify` found."""
+
+    snapshots: list[tuple[str, str]]  # (file, "ok" or what is wrong)
+    segments: int = 0
+    records: int = 0
+    events: int = 0
+    conversations: int = 0
+    torn: str | None = None  # a torn tail: recoverable, truncated at the next start
+    damage: list[str] | None = None
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.damage)
+
+
+def verify(data_dir: Path, limits: Limits) -> Verification:
+    """Check every snapshot and WAL record, and the seq continuity of every conversation.
+
+    Reads only; safe while a server runs, though what it reads may then be moving.
+    """
+    damage: list[str] = []
+    checked: list[tuple[str, str]] = []
+    newest: Snapshot | None = None
+    for _, path in reversed(list_snapshots(data_dir / "snapshots")):
+        try:
+            snapshot = decode(path.read_bytes())
+        except (SnapshotError, OSError) as exc:
+            checked.append((path.name, str(exc)))
+            damage.append(f"snapshot {path.name}: {exc}")
+            continue
+        checked.append((path.name, f"ok, lsn {snapshot.lsn}"))
+        newest = newest or snapshot
+    result = Verification(snapshots=checked[::-1])
+    segments = list_segments(data_dir / "wal")
+    result.segments = len(segments)
+    expected: int | None = None
+    for i, (first, path) in enumerate(segments):
+        scan = scan_segment(path.read_bytes(), first)
+        result.records += len(scan.records)
+        if expected is not None and first != expected:
+            damage.append(f"{path.name}: expected a segment starting at lsn {expected}")
+        expected = first + len(scan.records)
+        if scan.damage is None:
+            continue
+        if isinstance(scan.damage, TornTail) and i == len(segments) - 1:
+            torn = scan.damage
+            result.torn = f"{path.name}: {torn.dropped} bytes after byte {torn.offset}"
+        elif isinstance(scan.damage, TornTail):
+            damage.append(f"{path.name} at byte {scan.damage.offset}: torn before the end")
+        else:
+            damage.append(f"{path.name} at byte {scan.damage.offset}: {scan.damage.reason}")
+    base = 0 if newest is None else newest.lsn
+    start = max([i for i, (first, _) in enumerate(segments) if first <= base + 1] or [0])
+    chat, report = recover(
+        limits, newest, [(first, path.read_bytes()) for first, path in segments[start:]]
+    )
+    for conv in chat.conversation_ids():
+        events = chat.events(conv)
+        result.events += len(events)
+        seqs = [e.seq for e in events]
+        if seqs and seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+            damage.append(f"{conv}: seqs are not gapless")
+        if seqs and seqs[-1] != chat.head(conv):
+            damage.append(f"{conv}: head {chat.head(conv)} but last event {seqs[-1]}")
+        if any(a.ts >= b.ts for a, b in itertools.pairwise(events)):
+            damage.append(f"{conv}: ts does not increase along seq")
+    result.conversations = len(chat.conversation_ids())
+    if report.corrupt is not None and not damage:
+        damage.append(f"recovery stopped early: {report.corrupt[1].reason}")
+    result.damage = damage
+    return result

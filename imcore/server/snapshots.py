@@ -1,0 +1,167 @@
+"""Periodic snapshots: the whole state to `<data-dir>/snapshots/`, then old WAL segments go.
+
+A snapshot is captured on the event loop a slice at a time (events are immutable, so a
+capture copies references) and encoded and written in a worker thread, a conversation per
+encoder call, so the loop never waits on it for long. Files are written as
+temp -> fsync -> rename -> fsync dir and named by the LSN they cover; the newest `keep` are
+kept, and WAL segments wholly below the oldest kept one are deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..core.snapshot import SnapshotEncoder, parse_snapshot_name, snapshot_name
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..core import Chat
+    from ..core.conversation import ConversationState
+    from .files import Files
+    from .wal import Wal
+
+log = logging.getLogger("imcore.snapshot")
+
+#: Events captured per slice before yielding to the scheduler.
+CAPTURE_SLICE = 20_000
+KEEP = 2
+
+
+def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
+    """(LSN, path) of every snapshot file, oldest first."""
+    found = []
+    if directory.is_dir():
+        for path in directory.iterdir():
+            lsn = parse_snapshot_name(path.name)
+            if lsn is not None:
+                found.append((lsn, path))
+    return sorted(found)
+
+
+class Snapshotter:
+    """Writes snapshots when enough records or time have passed, or when asked.
+
+    Args:
+        chat: the state to snapshot.
+        wal: the log; its `durable_lsn` is what a snapshot started now covers.
+        directory: `<data-dir>/snapshots`.
+        every_records: snapshot after this many records ...
+        interval_s: ... or this many seconds with at least one new record.
+    """
+
+    def __init__(
+        self,
+        chat: Chat,
+        wal: Wal,
+        directory: Path,
+        files: Files,
+        *,
+        every_records: int,
+        interval_s: float,
+        keep: int = KEEP,
+    ) -> None:
+        self.chat = chat
+        self.wal = wal
+        self.directory = directory
+        self.files = files
+        self.every_records = every_records
+        self.interval_s = interval_s
+        self.keep = keep
+        existing = list_snapshots(directory)
+        self.last_lsn = existing[-1][0] if existing else 0
+        self.last_duration_s = 0.0
+        self.taken = 0
+        self._lock = trio.Lock()
+        self._wakeup = trio.Event()
+
+    def records_since(self) -> int:
+        return self.wal.durable_lsn - self.last_lsn
+
+    def poke(self) -> None:
+        """Tell the scheduler new records were committed (checked against `every_records`)."""
+        if self.records_since() >= self.every_records:
+            self._wakeup.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            with trio.move_on_after(self.interval_s):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            if self.records_since() > 0 and not self.wal.failed:
+                try:
+                    await self.take()
+                except OSError as exc:
+                    log.error("snapshot failed: %s (the log still holds everything)", exc)
+
+    async def take(self) -> Path | None:
+        """Write a snapshot of the committed state now. Returns its path (None if no change)."""
+        async with self._lock:
+            lsn = self.wal.durable_lsn
+            if lsn == self.last_lsn and list_snapshots(self.directory):
+                return None
+            started = time.monotonic()
+            await self.wal.roll()  # later records go to a new segment: the old ones can go
+            encoder = SnapshotEncoder(lsn, self.chat.clock.value)
+            states: list[ConversationState] = []
+            captured = 0
+            for conv in self.chat.conversation_ids():
+                state = self.chat.capture(conv)
+                states.append(state)
+                captured += len(state.events) + 1
+                if captured >= CAPTURE_SLICE:
+                    captured = 0
+                    await trio.lowlevel.checkpoint()
+            path = await trio.to_thread.run_sync(self._write, lsn, encoder, states)
+            self.last_lsn = lsn
+            self.last_duration_s = time.monotonic() - started
+            self.taken += 1
+            deleted = await trio.to_thread.run_sync(self._prune)
+            log.info(
+                "snapshot lsn=%d conversations=%d bytes=%d duration_ms=%d wal_segments_deleted=%d",
+                lsn,
+                len(states),
+                path.stat().st_size,
+                self.last_duration_s * 1000,
+                deleted,
+            )
+            return path
+
+    def _write(self, lsn: int, encoder: SnapshotEncoder, states: list[ConversationState]) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self.directory / snapshot_name(lsn)
+        temp = final.with_suffix(".tmp")
+        if temp.exists():
+            temp.unlink()
+        fd = self.files.open_append(temp, create=True)
+        try:
+            buffer = [encoder.begin()]
+            size = len(buffer[0])
+            for state in states:
+                piece = encoder.conversation(state)
+                buffer.append(piece)
+                size += len(piece)
+                if size > 1 << 20:
+                    self.files.write(fd, b"".join(buffer))
+                    buffer, size = [], 0
+            buffer.append(encoder.end())
+            self.files.write(fd, b"".join(buffer))
+            self.files.fsync(fd)
+        finally:
+            self.files.close(fd)
+        self.files.replace(temp, final)
+        self.files.fsync_dir(self.directory)
+        return final
+
+    def _prune(self) -> int:
+        """Keep the newest snapshots; delete the WAL wholly below the oldest kept one."""
+        snapshots = list_snapshots(self.directory)
+        for _, path in snapshots[: -self.keep]:
+            self.files.remove(path)
+        kept = snapshots[-self.keep :]
+        return self.wal.delete_through(kept[0][0]) if kept else 0

@@ -1,0 +1,130 @@
+"""Damaged data directories: torn tails, flipped bits, bad snapshots, a second server."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from imcore.server.snapshots import list_snapshots
+from imcore.server.wal import list_segments
+from tests.helpers.client import open_client
+from tests.helpers.process import ServerProcess, run_admin, run_serve_once
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from imcore.server import RunningServer
+
+DM = "dm:alice:bob"
+
+
+async def send_some(server: RunningServer, start: int, count: int) -> None:
+    async with open_client(server, "alice") as alice:
+        for i in range(start, start + count):
+            ack = await alice.request(op="send", conv=DM, cmid=f"m{i}", body={"i": i})
+            assert ack["seq"] == i + 1
+
+
+async def cmids(server: RunningServer) -> list[str]:
+    async with open_client(server, "bob") as bob:
+        batch = await bob.request(op="sync", conv=DM, after=0, limit=1000)
+        return [m["cmid"] for m in batch["msgs"]]
+
+
+async def test_a_flipped_bit_mid_log_is_refused_then_repaired(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path)
+    with trio.fail_after(60):
+        try:
+            await send_some(await server.start(), 0, 20)
+        finally:
+            server.kill()
+            await server.exit()
+        (_, segment), *_ = list_segments(tmp_path / "wal")
+        data = bytearray(segment.read_bytes())
+        middle = len(data) // 2
+        data[middle] ^= 0x10
+        segment.write_bytes(bytes(data))
+
+        refused = await run_serve_once(tmp_path)
+        message = refused.stderr.decode()
+        assert refused.returncode == 1
+        assert "imcore-admin verify" in message
+        assert "--repair" in message
+        verified = await run_admin("verify", "--data-dir", str(tmp_path))
+        assert verified.returncode == 1
+        assert b"DAMAGE" in verified.stdout
+
+        repaired = ServerProcess(tmp_path, "--repair")
+        try:
+            running = await repaired.start()
+            kept = await cmids(running)
+            assert 0 < len(kept) < 20
+            assert kept == [f"m{i}" for i in range(len(kept))]
+            await send_some(running, len(kept), 1)
+        finally:
+            repaired.terminate()
+            code, log = await repaired.exit()
+        assert code == 0
+        assert f"lost {len(data) - middle}" not in log  # the loss is counted from the record start
+        assert "repair: truncated" in log
+        verified = await run_admin("verify", "--data-dir", str(tmp_path))
+        assert verified.returncode == 0, verified.stdout.decode()
+
+
+async def test_a_torn_tail_is_dropped_with_a_warning(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path)
+    with trio.fail_after(60):
+        try:
+            await send_some(await server.start(), 0, 5)
+        finally:
+            server.kill()
+            await server.exit()
+        (_, segment), *_ = list_segments(tmp_path / "wal")
+        with segment.open("ab") as f:
+            f.write(b"\x40\x00\x00\x00half a record")
+        again = ServerProcess(tmp_path)
+        try:
+            assert await cmids(await again.start()) == [f"m{i}" for i in range(5)]
+        finally:
+            again.terminate()
+            code, log = await again.exit()
+        assert code == 0
+        assert "torn tail" in log
+        assert "dropped 17 bytes" in log
+
+
+async def test_a_damaged_snapshot_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        for start in (0, 5):  # each clean stop writes a snapshot
+            server = ServerProcess(tmp_path)
+            try:
+                await send_some(await server.start(), start, 5)
+            finally:
+                server.terminate()
+                assert (await server.exit())[0] == 0
+        snapshots = list_snapshots(tmp_path / "snapshots")
+        assert len(snapshots) == 2
+        newest = snapshots[-1][1]
+        newest.write_bytes(newest.read_bytes()[:-10])
+        server = ServerProcess(tmp_path)
+        try:
+            assert await cmids(await server.start()) == [f"m{i}" for i in range(10)]
+        finally:
+            server.terminate()
+            code, log = await server.exit()
+        assert code == 0
+        assert "unusable" in log
+
+
+async def test_a_second_server_on_the_same_directory_refuses_to_start(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path)
+    with trio.fail_after(60):
+        try:
+            await server.start()
+            second = await run_serve_once(tmp_path)
+            assert second.returncode == 1
+            assert b"another imcore server is running" in second.stderr
+        finally:
+            server.terminate()
+            assert (await server.exit())[0] == 0

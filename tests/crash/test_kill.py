@@ -1,0 +1,49 @@
+"""Crash tests: a real server killed with SIGKILL under load, again and again (spec §7)."""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+
+from tests.helpers.process import ServerProcess, run_admin
+
+from .workload import Ledger, check, retry, run_until_killed, set_up
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+ROUNDS = 4
+
+
+@pytest.mark.parametrize("fsync", ["always", "interval"])
+async def test_kill_9_under_load_loses_no_acked_event(tmp_path: Path, fsync: str) -> None:
+    rng = random.Random(f"kill-{fsync}")
+    ledger = Ledger()
+    server = ServerProcess(tmp_path, "--fsync", fsync, "--snapshot-every", "700")
+    with trio.fail_after(120):
+        try:
+            running = await server.start()
+            await set_up(running)
+            for round_no in range(ROUNDS):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(run_until_killed, running, ledger, round_no)
+                    await trio.sleep(rng.uniform(0.3, 1.2))  # the crash comes at a random moment
+                    server.kill()
+                await server.exit()
+                running = await server.start()
+                unacked = ledger.unacked()
+                await check(running, ledger)
+                await retry(running, ledger, unacked)
+                sample = rng.sample(sorted(ledger.acked), min(20, len(ledger.acked)))
+                assert await retry(running, ledger, sample) == len(sample)
+                await check(running, ledger)
+            acked = len(ledger.acked)
+            assert acked > 200, f"the workload made too little progress ({acked} acks)"
+        finally:
+            await server.aclose()
+    verified = await run_admin("verify", "--data-dir", str(tmp_path))
+    assert verified.returncode == 0, verified.stdout.decode()
+    print(f"fsync={fsync}: {len(ledger.acked)} acked sends survived {ROUNDS} kills")

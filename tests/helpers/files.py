@@ -1,0 +1,92 @@
+"""File layers that misbehave on purpose: a failing disk, and a power loss."""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import TYPE_CHECKING
+
+from imcore.server.files import Files
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+class FailingFiles(Files):
+    """Writes (or fsyncs) start failing after `ok` successful calls, and keep failing."""
+
+    def __init__(self, *, ok: int, on: str = "write", code: int = errno.ENOSPC) -> None:
+        self.ok, self.on, self.code = ok, on, code
+        self.calls = 0
+
+    def _maybe_fail(self, what: str) -> None:
+        if what != self.on:
+            return
+        self.calls += 1
+        if self.calls > self.ok:
+            raise OSError(self.code, os.strerror(self.code))
+
+    def write(self, fd: int, data: bytes) -> None:
+        self._maybe_fail("write")
+        super().write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        self._maybe_fail("fsync")
+        super().fsync(fd)
+
+
+class PowerLossFiles(Files):
+    """Real files, plus a record of what an fsync made durable (after Jepsen's LazyFS).
+
+    `crash()` then does to the directory what a power loss would: every file is cut back to
+    the size it had at its last fsync, files whose directory entry was never fsynced vanish,
+    and renames not followed by a directory fsync are undone.
+    """
+
+    def __init__(self) -> None:
+        self.paths: dict[int, Path] = {}
+        self.durable_size: dict[Path, int] = {}
+        self.new_entries: dict[Path, set[Path]] = {}  # dir -> entries not yet fsynced
+        self.renames: dict[Path, list[tuple[Path, Path]]] = {}
+
+    def open_append(self, path: Path, *, create: bool) -> int:
+        fd = super().open_append(path, create=create)
+        self.paths[fd] = path
+        if create:
+            self.durable_size[path] = 0
+            self.new_entries.setdefault(path.parent, set()).add(path)
+        else:
+            self.durable_size.setdefault(path, path.stat().st_size)
+        return fd
+
+    def fsync(self, fd: int) -> None:
+        super().fsync(fd)
+        self.durable_size[self.paths[fd]] = os.fstat(fd).st_size
+
+    def close(self, fd: int) -> None:
+        self.paths.pop(fd, None)
+        super().close(fd)
+
+    def fsync_dir(self, path: Path) -> None:
+        super().fsync_dir(path)
+        self.new_entries.pop(path, None)
+        self.renames.pop(path, None)
+
+    def replace(self, src: Path, dst: Path) -> None:
+        super().replace(src, dst)
+        self.renames.setdefault(dst.parent, []).append((src, dst))
+        self.durable_size[dst] = self.durable_size.pop(src, 0)
+
+    def crash(self) -> None:
+        for moves in self.renames.values():
+            for src, dst in reversed(moves):
+                if dst.exists():
+                    os.replace(dst, src)
+                    self.durable_size[src] = self.durable_size.pop(dst, 0)
+        for path, size in self.durable_size.items():
+            if path.exists() and path.stat().st_size > size:
+                os.truncate(path, size)
+        for entries in self.new_entries.values():
+            for path in entries:
+                if path.exists():
+                    path.unlink()
