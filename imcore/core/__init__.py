@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from .chat import Audience as Audience
 from .chat import Chat as Chat
-from .chat import CursorRecord as CursorRecord
 from .chat import Deliveries as Deliveries
 from .chat import Outcome as Outcome
-from .chat import Record as Record
 from .codec import Codec as Codec
 from .codec import Encoding as Encoding
 from .errors import CloseCode as CloseCode
@@ -24,6 +22,8 @@ from .frames import Error as Error
 from .frames import Event as Event
 from .frames import ServerFrame as ServerFrame
 from .limits import Limits as Limits
+from .records import CursorRecord as CursorRecord
+from .records import Record as Record
 from .session import Close as Close
 from .session import Effect as Effect
 from .session import Opened as Opened

@@ -36,11 +36,9 @@ from .frames import (
     Typing,
     TypingNotice,
 )
-from .frames import (
-    Error as ErrorFrame,
-)
 from .membership import Roster, check_create, joined, left
 from .presence import Presence
+from .records import CursorRecord, Record
 from .sequencer import Sequencer
 
 if TYPE_CHECKING:
@@ -48,19 +46,6 @@ if TYPE_CHECKING:
 
 #: spec §9: at most one typing notice per second per user and conversation.
 TYPING_INTERVAL_MS = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class CursorRecord:
-    """A read cursor moved forward: committed like an event, so it survives restarts."""
-
-    conv: str
-    user: str
-    device: str
-    seq: int
-
-
-Record = Event | CursorRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +139,12 @@ class Chat:
     def _send(self, user: str, device: str, cmd: Send, now_ms: int) -> Outcome:
         conv = cmd.conv
         ts_hint = None if cmd.ts is None else self.clock.check(cmd.ts)
+        # A retry is answered before membership is checked: a sender removed since its
+        # first try still learns that the message was stored (spec §4).
+        first = self.sequencer.find(conv, user, cmd.cmid)
+        if first is not None:
+            seq, ts = first
+            return Outcome(Ack(conv=conv, cmid=cmd.cmid, seq=seq, ts=ts, dup=True, id=cmd.id))
         c = self._convs.get(conv)
         if ids.is_group(conv):
             if c is None or c.staged is None:
@@ -162,10 +153,6 @@ class Chat:
                 raise Forbidden(f"{user} is not a member of {conv}")
         elif user not in ids.dm_users(conv):
             raise Forbidden(f"{user} is not a party of {conv}")
-        first = self.sequencer.find(conv, user, cmd.cmid)
-        if first is not None:
-            seq, ts = first
-            return Outcome(Ack(conv=conv, cmid=cmd.cmid, seq=seq, ts=ts, dup=True, id=cmd.id))
         if ts_hint is not None:
             self.clock.observe(ts_hint)
         if c is None:
@@ -243,6 +230,9 @@ class Chat:
             added = tuple(dict.fromkeys(ids.dm_users(conv)))
         for u in added:
             self._user_convs.setdefault(u, set()).add(conv)
+            if change is not None:
+                # A new member's unread count starts at its joining, not at the floor.
+                self.cursors.advance_read(conv, u, record.seq - 1)
         for u in removed:
             self._user_convs.get(u, set()).discard(conv)
         return Deliveries(conv, record, joined=added, left=removed)
@@ -281,13 +271,6 @@ class Chat:
     def commit_failed(self) -> None:
         """The log could not be written: refuse every write from now on (spec §7)."""
         self.read_only = True
-
-    def refuse(self, outcome: Outcome) -> ServerFrame | None:
-        """The reply for a write whose commit failed: `unavailable`, never its ack."""
-        if outcome.reply is None:
-            return None
-        exc = Unavailable("the server could not make this write durable")
-        return ErrorFrame.from_exc(exc, id=getattr(outcome.reply, "id", None))
 
     # --- ephemeral ----------------------------------------------------------------------------
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import cbor2
 
 from . import ids
-from .errors import BadFrame, FrameId, ImcoreError, Invalid, TooLarge, UnknownOp
+from .errors import BadFrame, FrameId, ImcoreError, Invalid, TooLarge, Unauthorized, UnknownOp
 from .frames import (
     ClientFrame,
     Convs,
@@ -156,13 +157,14 @@ class Codec:
         return self._dump(frame.to_wire())
 
     def decode(self, data: bytes | str) -> ClientFrame:
-        """Decode and validate one client frame.
+        """Decode and validate one client frame: `parse(load(data))`."""
+        return self.parse(self.load(data))
+
+    def load(self, data: bytes | str) -> dict[str, Any]:
+        """Decode one message into a map with a string `op`, without checking its fields.
 
         Raises:
             BadFrame: undecodable, not a map, or no string `op`.
-            UnknownOp: an `op` this server does not know.
-            ImcoreError: any field error (`Invalid`, `TooLarge`), with `frame_id` set
-                when the frame's `id` was readable.
         """
         try:
             m = self._load(data)
@@ -170,9 +172,27 @@ class Codec:
             raise BadFrame(f"undecodable frame: {type(exc).__name__}") from None
         if not isinstance(m, dict):
             raise BadFrame("a frame must be a map")
-        op = m.get("op")
-        if not isinstance(op, str):
+        if not isinstance(m.get("op"), str):
             raise BadFrame("a frame must have a string op")
+        return m
+
+    @staticmethod
+    def frame_id(m: dict[str, Any]) -> FrameId:
+        """The frame's `id` if it is a valid one, else None (for answering errors)."""
+        try:
+            return _frame_id(m)
+        except Invalid:
+            return None
+
+    def parse(self, m: dict[str, Any]) -> ClientFrame:
+        """Validate the fields of a loaded map into its frame.
+
+        Raises:
+            UnknownOp: an `op` this server does not know.
+            ImcoreError: any field error (`Invalid`, `TooLarge`, `Unauthorized` for a
+                malformed token), with `frame_id` set when the frame's `id` was readable.
+        """
+        op = m["op"]
         frame_id: FrameId = None
         try:
             frame_id = _frame_id(m)
@@ -196,7 +216,7 @@ class Codec:
             raise Invalid("v must be 1")
         token = m.get("token")
         if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
-            raise Invalid("token must be a non-empty string")
+            raise Unauthorized("token must be a JWT string")
         return Hello(
             token=token,
             device=ids.device_id(m.get("device")),
@@ -304,8 +324,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# A \uD800-\uDFFF escape can decode to a lone surrogate, which no encoder can write back.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _json_load(data: bytes | str) -> Any:
-    return json.loads(data, parse_constant=_reject_constant)
+    value = json.loads(data, parse_constant=_reject_constant)
+    text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+    if _SURROGATE_ESCAPE.search(text):
+        _json_dump(value).encode()  # raises UnicodeEncodeError on a lone surrogate
+    return value
 
 
 def _json_dump(value: Any) -> str:

@@ -5,12 +5,16 @@ Pure: bytes and `now_ms` in, a list of effects out; the server carries the effec
 Theory of operation
 -------------------
 
-    AWAITING_HELLO --hello ok--> OPEN --close()--> CLOSED
-          |
-          +--bad token--> error unauthorized, Close(4001)      (spec §3)
-          +--too many devices--> error limit, Close(4029)      (spec §3)
+    AWAITING_HELLO --hello ok--> OPEN --------------------------+--close()--> CLOSED
+          |                        |                            |
+          +--bad token--> error unauthorized, Close(4001) --> CLOSING
+          +--too many devices--> error limit, Close(4029) ----^ (spec §3)
+          +--expire() (no hello in time): Close(4001) --------^
+                                   +--abuse: Close(4002) -------^ (spec §10)
 
-Before `welcome`, any frame but `hello` is answered `unauthorized` (spec §3). In OPEN,
+Once a Close is decided the session is CLOSING and ignores whatever else arrives before the
+socket closes. Before `welcome`, any frame but `hello` is answered `unauthorized` before its
+fields are even looked at (spec §3). In OPEN,
 reads (`sync`, `convs`, `group.info`, `ping`) are answered at once with `Write`; writes
 (`send`, `read`, `group.*`) become `Submit(outcome)`, whose reply the server releases only
 after the outcome's record is committed (spec §7); pushes become `Publish`.
@@ -29,11 +33,22 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Any
 
 from . import auth
 from .chat import Audience, Chat, Deliveries, Outcome
-from .errors import ABUSE_CODES, CloseCode, ImcoreError, Invalid, Limit, RateLimited, Unauthorized
+from .codec import Codec
+from .errors import (
+    ABUSE_CODES,
+    CloseCode,
+    FrameId,
+    ImcoreError,
+    Invalid,
+    Limit,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
 from .frames import (
     ClientFrame,
     ConvList,
@@ -55,15 +70,17 @@ from .frames import (
 )
 from .frames import Error as ErrorFrame
 
-if TYPE_CHECKING:
-    from .codec import Codec
-
 ABUSE_WINDOW_MS = 60_000  # spec §10: "in a minute"
+
+
+def _id_of(m: dict[str, Any] | None) -> FrameId:
+    return None if m is None else Codec.frame_id(m)
 
 
 class SessionState(Enum):
     AWAITING_HELLO = "awaiting_hello"
     OPEN = "open"
+    CLOSING = "closing"  # a Close was decided: later frames are ignored
     CLOSED = "closed"
 
 
@@ -152,25 +169,47 @@ class Session:
         Returns:
             The effects to carry out, in order.
         """
-        frame: ClientFrame | None = None
+        if self.state in (SessionState.CLOSING, SessionState.CLOSED):
+            return []
+        m = None
         try:
-            frame = self.codec.decode(data)
-            return self._dispatch(frame, now_ms)
+            m = self.codec.load(data)
+            if self.state is not SessionState.OPEN and m["op"] != "hello":
+                raise Unauthorized("say hello first")
+            return self._dispatch(self.codec.parse(m), now_ms)
         except ImcoreError as exc:
-            frame_id = frame.id if frame is not None else exc.frame_id
+            frame_id = exc.frame_id if exc.frame_id is not None else _id_of(m)
             effects: list[Effect] = [Write(ErrorFrame.from_exc(exc, id=frame_id))]
-            if isinstance(frame, Hello) and self.state is SessionState.AWAITING_HELLO:
+            hello = m is not None and m["op"] == "hello"
+            if hello and self.state is SessionState.AWAITING_HELLO:
                 if isinstance(exc, Unauthorized):
-                    effects.append(Close(CloseCode.UNAUTHORIZED, "unauthorized"))
+                    effects.append(self._close(CloseCode.UNAUTHORIZED, "unauthorized"))
                 elif isinstance(exc, Limit):
-                    effects.append(Close(CloseCode.LIMIT, "too many devices"))
+                    effects.append(self._close(CloseCode.LIMIT, "too many devices"))
             if exc.code in ABUSE_CODES and self._abused(now_ms):
-                effects.append(Close(CloseCode.ABUSE, "too many bad frames"))
+                effects.append(self._close(CloseCode.ABUSE, "too many bad frames"))
             return effects
+
+    def expire(self) -> list[Effect]:
+        """The hello timeout passed (spec §3): close 4001 unless hello was accepted."""
+        if self.state is not SessionState.AWAITING_HELLO:
+            return []
+        return [self._close(CloseCode.UNAUTHORIZED, "no hello in time")]
+
+    def refuse(self, outcome: Outcome) -> ServerFrame | None:
+        """The reply for a write whose commit failed: `unavailable`, never its ack (spec §7)."""
+        if outcome.reply is None:
+            return None
+        exc = Unavailable("the server could not make this write durable")
+        return ErrorFrame.from_exc(exc, id=getattr(outcome.reply, "id", None))
+
+    def _close(self, code: CloseCode, reason: str) -> Close:
+        self.state = SessionState.CLOSING
+        return Close(code, reason)
 
     def close(self, now_ms: int) -> list[Effect]:
         """The connection ended. Returns the presence pushes this causes."""
-        was_open = self.state is SessionState.OPEN
+        was_open = self.user != "" and self.state is not SessionState.CLOSED
         self.state = SessionState.CLOSED
         if not was_open:
             return []
@@ -208,8 +247,7 @@ class Session:
 
     def _dispatch(self, frame: ClientFrame, now_ms: int) -> list[Effect]:
         if self.state is not SessionState.OPEN:
-            if not isinstance(frame, Hello):
-                raise Unauthorized("say hello first")
+            assert isinstance(frame, Hello)
             return self._hello(frame, now_ms)
         chat = self.chat
         ok: list[Effect] = [] if frame.id is None else [Write(Ok(id=frame.id))]

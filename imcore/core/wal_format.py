@@ -42,8 +42,8 @@ from typing import Any
 
 import cbor2
 
-from .chat import CursorRecord, Record
 from .frames import Event, SysChange
+from .records import CursorRecord, Record
 
 SEGMENT_MAGIC = b"IMWAL\x00\x01\n"
 HEADER = struct.Struct("<IQI")

@@ -85,12 +85,16 @@ class Committer:
             if records and not self.chat.read_only:
                 try:
                     await self.log.commit(records)
-                except OSError:
+                except Exception as exc:
+                    # Whatever the cause, nothing of this batch may be acked; a failure
+                    # that is not the disk's is a bug, logged with its traceback.
+                    if not isinstance(exc, OSError):
+                        log.exception("commit failed unexpectedly")
                     log.critical("the log cannot be written; refusing writes until restart")
                     self.chat.commit_failed()
             if self.chat.read_only:
                 for outcome, conn in batch:
-                    conn.send(self.chat.refuse(outcome))
+                    conn.send(conn.session.refuse(outcome))
                 continue
             self.batches += 1
             self.records += len(records)

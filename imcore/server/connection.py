@@ -21,7 +21,6 @@ from ..core import (
     Opened,
     Publish,
     Session,
-    SessionState,
     Submit,
     Write,
 )
@@ -48,7 +47,17 @@ class Connection:
         codec_index: which of the fan-out's codecs this connection speaks.
     """
 
-    __slots__ = ("_cancel", "closed", "codec", "codec_index", "hub", "outbox", "session", "ws")
+    __slots__ = (
+        "_cancel",
+        "attached",
+        "closed",
+        "codec",
+        "codec_index",
+        "hub",
+        "outbox",
+        "session",
+        "ws",
+    )
 
     def __init__(self, hub: Hub, ws: WebSocketConnection, session: Session, codec_index: int):
         self.hub = hub
@@ -58,6 +67,7 @@ class Connection:
         self.codec_index = codec_index
         self.outbox = Outbox(hub.outbox_frames, hub.outbox_bytes)
         self.closed = False
+        self.attached: set[str] = set()  # conversations whose fan-out table holds it
         self._cancel: trio.CancelScope | None = None
 
     @property
@@ -86,10 +96,11 @@ class Connection:
         finally:
             hub.connections.discard(self)
             self.closed = True
-            if self.session.state is SessionState.OPEN:
-                hub.fanout.disconnect(self, hub.chat.convs_of(self.user))
-            self._carry_out(self.session.close(hub.now_ms()))
             code = self.outbox.close_code
+            # Nothing more is queued for a connection that is gone.
+            self.outbox.close_nowait(CloseCode.GOING_AWAY, "closed", flush=False)
+            hub.fanout.disconnect(self)
+            self._carry_out(self.session.close(hub.now_ms()))
             if code is not None and not self.ws.closed:
                 with trio.move_on_after(2) as scope:
                     scope.shield = True
@@ -126,8 +137,7 @@ class Connection:
 
     async def _watch_hello(self) -> None:
         await trio.sleep(self.hub.chat.limits.hello_timeout_ms / 1000)
-        if self.session.state is SessionState.AWAITING_HELLO:
-            self.outbox.close_nowait(CloseCode.UNAUTHORIZED, "no hello in time")
+        self._carry_out(self.session.expire())
 
     def _stop(self) -> None:
         if self._cancel is not None:

@@ -12,6 +12,7 @@ queued for every recipient.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
@@ -29,6 +30,26 @@ YIELD_EVERY = 256
 _Route = tuple[set["Connection"], ...]  # one set of connections per encoding
 
 
+@dataclass(frozen=True, slots=True)
+class Attach:
+    conv: str
+    conn: Connection
+
+
+@dataclass(frozen=True, slots=True)
+class Detach:
+    conv: str
+    conn: Connection
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    deliveries: Deliveries
+
+
+ShardOp = Attach | Detach | Push
+
+
 class Shard:
     """One ordering domain: its conversations' routes and a queue worked by one task."""
 
@@ -37,28 +58,28 @@ class Shard:
     def __init__(self, fanout: Fanout) -> None:
         self.fanout = fanout
         self.routes: dict[str, _Route] = {}
-        self._ops: deque[tuple[str, object, object]] = deque()
+        self._ops: deque[ShardOp] = deque()
         self._lot = trio.lowlevel.ParkingLot()
 
-    def enqueue(self, kind: str, a: object, b: object = None) -> None:
-        self._ops.append((kind, a, b))
+    def enqueue(self, op: ShardOp) -> None:
+        self._ops.append(op)
         if len(self._ops) == 1:
             self._lot.unpark_all()
 
     def backlog(self) -> int:
         return len(self._ops)
 
-    def _route(self, conv: str) -> _Route:
+    def _attach(self, conv: str, conn: Connection) -> None:
+        if conn.closed:
+            return
         route = self.routes.get(conv)
         if route is None:
             route = self.routes[conv] = tuple(set() for _ in self.fanout.codecs)
-        return route
-
-    def _attach(self, conv: str, conn: Connection) -> None:
-        if not conn.closed:
-            self._route(conv)[conn.codec_index].add(conn)
+        route[conn.codec_index].add(conn)
+        conn.attached.add(conv)
 
     def _detach(self, conv: str, conn: Connection) -> None:
+        conn.attached.discard(conv)
         route = self.routes.get(conv)
         if route is None:
             return
@@ -71,13 +92,13 @@ class Shard:
         while True:
             while not ops:
                 await self._lot.park()
-            kind, a, b = ops.popleft()
-            if kind == "push":
-                await self._push(a)  # type: ignore[arg-type]
-            elif kind == "attach":
-                self._attach(a, b)  # type: ignore[arg-type]
-            else:
-                self._detach(a, b)  # type: ignore[arg-type]
+            match ops.popleft():
+                case Push(deliveries):
+                    await self._push(deliveries)
+                case Attach(conv, conn):
+                    self._attach(conv, conn)
+                case Detach(conv, conn):
+                    self._detach(conv, conn)
 
     async def _push(self, d: Deliveries) -> None:
         fanout = self.fanout
@@ -153,23 +174,24 @@ class Fanout:
         devices[conn.device] = conn
         self._by_session[conn.session.id] = conn
         for conv in convs:
-            self.shard(conv).enqueue("attach", conv, conn)
+            self.shard(conv).enqueue(Attach(conv, conn))
         return old
 
-    def disconnect(self, conn: Connection, convs: Iterable[str]) -> None:
-        """Take `conn` out of the tables (its shards drop it in order with their pushes)."""
+    def disconnect(self, conn: Connection) -> None:
+        """Take a closed `conn` out of every table; its shards drop it in order with their
+        pushes (and drop any attach still queued, since it is closed)."""
         self._by_session.pop(conn.session.id, None)
         devices = self._by_user.get(conn.user)
         if devices is not None and devices.get(conn.device) is conn:
             del devices[conn.device]
             if not devices:
                 del self._by_user[conn.user]
-        for conv in convs:
-            self.shard(conv).enqueue("detach", conv, conn)
+        for conv in list(conn.attached):
+            self.shard(conv).enqueue(Detach(conv, conn))
 
     def publish(self, deliveries: Deliveries) -> None:
         """Queue a push on the shard of its conversation."""
-        self.shard(deliveries.conv).enqueue("push", deliveries)
+        self.shard(deliveries.conv).enqueue(Push(deliveries))
 
     def conns_of(self, users: Iterable[str]) -> list[Connection]:
         by_user = self._by_user

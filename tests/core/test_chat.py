@@ -5,7 +5,6 @@ from dataclasses import replace
 import pytest
 
 from imcore.core import Audience, Chat, Limits
-from imcore.core.chat import CursorRecord
 from imcore.core.errors import Conflict, Forbidden, Invalid, Limit, NotFound, Unavailable
 from imcore.core.frames import (
     Delivered,
@@ -24,6 +23,7 @@ from imcore.core.frames import (
     Sync,
     Typing,
 )
+from imcore.core.records import CursorRecord
 from tests.helpers.core import commit, do, new_chat
 
 DM = "dm:alice:bob"
@@ -60,6 +60,17 @@ def test_same_cmid_from_another_sender_is_a_new_event() -> None:
     chat = Chat(Limits())
     send(chat, "alice", DM, "c1")
     assert send(chat, "bob", DM, "c1").seq == 2
+
+
+def test_a_retry_after_removal_is_still_a_dup() -> None:
+    chat = Chat(Limits())
+    do(chat, "owner", GroupCreate(conv=G, members=("a",)))
+    first = do(chat, "a", Send(conv=G, cmid="c", body=1))
+    do(chat, "owner", GroupRemove(conv=G, users=("a",)))
+    again = chat.submit("a", "d1", Send(conv=G, cmid="c", body=1), 0)
+    assert again.reply == replace(first.reply, dup=True)  # type: ignore[type-var]
+    with pytest.raises(Forbidden):
+        chat.submit("a", "d1", Send(conv=G, cmid="new", body=1), 0)
 
 
 def test_outsider_is_forbidden_and_nothing_changes() -> None:
@@ -300,6 +311,16 @@ def test_unread_counts_messages_by_others_after_the_read_cursor() -> None:
     assert chat.summaries("a")[0].unread == 0
 
 
+def test_a_new_members_unread_count_starts_at_its_joining() -> None:
+    chat = Chat(Limits())
+    make_group(chat, public=True)
+    send(chat, "owner", G, "before")
+    do(chat, "z", GroupJoin(conv=G))
+    send(chat, "owner", G, "after")
+    (summary,) = chat.summaries("z")
+    assert (summary.read, summary.unread) == (2, 1)
+
+
 def test_read_cursor_only_moves_forward_and_pushes_a_receipt() -> None:
     chat = Chat(Limits())
     for i in range(3):
@@ -345,12 +366,8 @@ def test_typing_is_limited_to_once_a_second_and_never_stored() -> None:
 def test_commit_failure_makes_the_chat_read_only() -> None:
     chat = Chat(Limits())
     send(chat, "alice", DM, "c0")
-    pending = chat.submit("alice", "d1", Send(conv=DM, cmid="c1", body=1, id=3), 0)
+    chat.submit("alice", "d1", Send(conv=DM, cmid="c1", body=1, id=3), 0)
     chat.commit_failed()
-    refusal = chat.refuse(pending)
-    assert refusal is not None
-    assert refusal.to_wire()["code"] == "unavailable"
-    assert refusal.to_wire()["id"] == 3
     with pytest.raises(Unavailable):
         chat.submit("alice", "d1", Send(conv=DM, cmid="c2", body=1), 0)
     assert [e.seq for e in chat.sync("bob", Sync(conv=DM)).msgs] == [1]

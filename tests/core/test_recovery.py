@@ -11,7 +11,7 @@ from imcore.core.snapshot import Snapshot, SnapshotEncoder, SnapshotError, decod
 from imcore.core.wal_format import SEGMENT_MAGIC, Corrupt, encode_record
 
 if TYPE_CHECKING:
-    from imcore.core.chat import Record
+    from imcore.core.records import Record
 
 DM = "dm:alice:bob"
 

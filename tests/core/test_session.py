@@ -86,7 +86,55 @@ def test_a_bad_token_is_unauthorized_and_closes_4001(token: str) -> None:
     effects = session.handle(frame(op="hello", id=1, v=1, token=token, device="d"), NOW)
     assert errors(effects) == ["unauthorized"]
     assert effects[-1] == Close(CloseCode.UNAUTHORIZED, "unauthorized")
-    assert session.state is SessionState.AWAITING_HELLO
+    assert session.state is SessionState.CLOSING
+
+
+@pytest.mark.parametrize(
+    "data",
+    [frame(op="sync", id=5), frame(op="nonsense", id=5), frame(op="send", id=5, body="x" * 70000)],
+    ids=["bad-fields", "unknown-op", "too-large"],
+)
+def test_before_hello_any_other_op_is_unauthorized_whatever_its_fields(data: str) -> None:
+    session = new_session(Chat(Limits()))
+    assert session.handle(data, NOW) == [
+        Write(Error(code="unauthorized", message="say hello first", id=5))
+    ]
+
+
+@pytest.mark.parametrize("token", ["", 42, "x" * 9000])
+def test_a_malformed_token_is_unauthorized_and_closes_4001(token: object) -> None:
+    session = new_session(Chat(Limits()))
+    effects = session.handle(frame(op="hello", id=1, v=1, token=token, device="d"), NOW)
+    assert errors(effects) == ["unauthorized"]
+    assert effects[-1] == Close(CloseCode.UNAUTHORIZED, "unauthorized")
+
+
+def test_after_a_close_is_decided_nothing_more_is_handled() -> None:
+    chat = Chat(Limits())
+    session = new_session(chat)
+    bad = auth.mint("alice", SECRET, now_ms=NOW - 7200_000)
+    session.handle(frame(op="hello", id=1, v=1, token=bad, device="d"), NOW)
+    assert session.state is SessionState.CLOSING
+    assert session.handle(hello(), NOW) == []
+    assert not chat.presence.online("alice")
+
+
+def test_the_hello_timeout_closes_only_a_session_that_did_not_say_hello() -> None:
+    chat = Chat(Limits())
+    assert opened(chat).expire() == []
+    silent = new_session(chat, "s2")
+    assert silent.expire() == [Close(CloseCode.UNAUTHORIZED, "no hello in time")]
+    assert silent.handle(hello(), NOW) == []
+
+
+def test_a_failed_commit_is_refused_with_unavailable() -> None:
+    chat = Chat(Limits())
+    session = opened(chat)
+    (submit,) = session.handle(frame(op="send", id=9, conv="dm:a:alice", cmid="c", body=1), NOW)
+    assert isinstance(submit, Submit)
+    refusal = session.refuse(submit.outcome)
+    assert isinstance(refusal, Error)
+    assert (refusal.code, refusal.id) == ("unavailable", 9)
 
 
 def test_a_second_hello_is_invalid() -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imcore.core.chat import CursorRecord, Record
 from imcore.core.frames import Event, SysChange
+from imcore.core.records import CursorRecord, Record
 from imcore.core.wal_format import (
     NEED_DATA,
     SEGMENT_MAGIC,

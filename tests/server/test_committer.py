@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 import trio.testing
 
-from imcore.core import Chat, Codec, Encoding, Limits
+from imcore.core import Chat, Codec, Encoding, Limits, Session
 from imcore.core.frames import Ack, Error, Send, Sync
 from imcore.server.committer import Committer
 from imcore.server.fanout import Fanout
@@ -19,8 +19,10 @@ DM = "dm:alice:bob"
 
 
 class FakeConnection:
-    def __init__(self) -> None:
+    def __init__(self, chat: Chat) -> None:
         self.sent: list[ServerFrame | None] = []
+        codec = Codec(Encoding.JSON, chat.limits)
+        self.session = Session(chat, codec, secret="s" * 32, session_id="s", now_ms=0)
 
     def send(self, frame: ServerFrame | None) -> None:
         self.sent.append(frame)
@@ -55,7 +57,7 @@ def send(chat: Chat, cmid: str) -> Any:
 async def test_sends_queued_during_a_commit_share_the_next_one(nursery: trio.Nursery) -> None:
     chat, log, committer = setup()
     await nursery.start(committer.run)
-    conn = FakeConnection()
+    conn = FakeConnection(chat)
     committer.submit_nowait(send(chat, "a"), conn)  # type: ignore[arg-type]
     await trio.testing.wait_all_tasks_blocked()
     for cmid in "bcd":
@@ -70,7 +72,7 @@ async def test_sends_queued_during_a_commit_share_the_next_one(nursery: trio.Nur
 async def test_a_failed_commit_answers_unavailable_and_keeps_reads(nursery: trio.Nursery) -> None:
     chat, log, committer = setup()
     await nursery.start(committer.run)
-    conn = FakeConnection()
+    conn = FakeConnection(chat)
     log.gate.set()
     committer.submit_nowait(send(chat, "ok"), conn)  # type: ignore[arg-type]
     await trio.testing.wait_all_tasks_blocked()

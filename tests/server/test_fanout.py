@@ -1,0 +1,116 @@
+"""Fan-out tables: kept by connect, disconnect and membership deltas; frames encoded once."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+import trio
+import trio.testing
+
+from imcore.core import Audience, Codec, Deliveries, Encoding, Limits
+from imcore.core.frames import Event, SysChange
+from imcore.server.fanout import Fanout
+from imcore.server.outbox import Outbox
+
+if TYPE_CHECKING:
+    from imcore.server.connection import Connection
+
+G = "g:x"
+_ids = itertools.count()
+
+
+class FakeSession:
+    def __init__(self) -> None:
+        self.id = f"s{next(_ids)}"
+
+
+class FakeConnection:
+    def __init__(self, user: str, device: str = "d", codec_index: int = 1) -> None:
+        self.user, self.device, self.codec_index = user, device, codec_index
+        self.session = FakeSession()
+        self.closed = False
+        self.attached: set[str] = set()
+        self.outbox = Outbox(100, 1 << 20)
+
+    def frames(self) -> list[Any]:
+        return list(self.outbox._items)
+
+
+def event(seq: int, sys: SysChange | None = None) -> Event:
+    return Event(
+        conv=G, seq=seq, ts=seq, sender="a", dev="d", at=0, cmid=f"c{seq}", body=seq, sys=sys
+    )
+
+
+async def started(nursery: trio.Nursery) -> Fanout:
+    limits = Limits()
+    fanout = Fanout([Codec(Encoding.CBOR, limits), Codec(Encoding.JSON, limits)], shards=4)
+    await nursery.start(fanout.run)
+    return fanout
+
+
+def as_conn(fake: FakeConnection) -> Connection:
+    return fake  # type: ignore[return-value]
+
+
+async def test_a_push_is_encoded_once_per_encoding_and_shared(nursery: trio.Nursery) -> None:
+    fanout = await started(nursery)
+    conns = [FakeConnection("a", f"d{i}", codec_index=i % 2) for i in range(4)]
+    for c in conns:
+        fanout.connect(as_conn(c), [G])
+    fanout.publish(Deliveries(G, event(1)))
+    await trio.testing.wait_all_tasks_blocked()
+    cbor = {id(c.frames()[0]) for c in conns if c.codec_index == 0}
+    text = {id(c.frames()[0]) for c in conns if c.codec_index == 1}
+    assert len(cbor) == len(text) == 1  # the very same object for every recipient
+
+
+async def test_joined_get_the_event_that_adds_them_and_left_get_their_removal(
+    nursery: trio.Nursery,
+) -> None:
+    fanout = await started(nursery)
+    a, b = FakeConnection("a"), FakeConnection("b")
+    fanout.connect(as_conn(a), [G])
+    fanout.connect(as_conn(b), [])
+    add = SysChange(type="add", users=("b",))
+    fanout.publish(Deliveries(G, event(2, add), joined=("b",)))
+    remove = SysChange(type="remove", users=("b",))
+    fanout.publish(Deliveries(G, event(3, remove), left=("b",)))
+    fanout.publish(Deliveries(G, event(4)))
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(a.frames()) == 3
+    assert len(b.frames()) == 2
+    assert b.attached == set()
+
+
+async def test_a_connection_closed_while_its_user_is_removed_leaves_no_trace(
+    nursery: trio.Nursery,
+) -> None:
+    fanout = await started(nursery)
+    a, b = FakeConnection("a"), FakeConnection("b")
+    fanout.connect(as_conn(a), [G])
+    fanout.connect(as_conn(b), [G])
+    await trio.testing.wait_all_tasks_blocked()
+    b.closed = True
+    fanout.disconnect(as_conn(b))
+    fanout.publish(Deliveries(G, event(5, SysChange(type="remove", users=("b",))), left=("b",)))
+    await trio.testing.wait_all_tasks_blocked()
+    assert fanout.shard(G).routes[G][1] == {a}
+
+
+async def test_audiences_by_user_and_excluding_the_origin(nursery: trio.Nursery) -> None:
+    fanout = await started(nursery)
+    phone, laptop, peer = (
+        FakeConnection("a", "phone"),
+        FakeConnection("a", "laptop"),
+        FakeConnection("b"),
+    )
+    for c in (phone, laptop, peer):
+        fanout.connect(as_conn(c), [G])
+    await trio.testing.wait_all_tasks_blocked()
+    receipt = event(6)
+    fanout.publish(Deliveries(G, receipt, Audience(exclude_device=("a", "phone"))))
+    fanout.publish(Deliveries(G, receipt, Audience(users=frozenset({"b"}))))
+    await trio.testing.wait_all_tasks_blocked()
+    assert (len(phone.frames()), len(laptop.frames()), len(peer.frames())) == (0, 1, 2)

@@ -1,0 +1,352 @@
+"""Durability benchmarks (figures for docs/benchmarks.md; never run as tests).
+
+    python tools/bench_durability.py throughput [--conns 1000] [--seconds 10]
+        Acked sends/s with --fsync always against --fsync never (the baseline) in one
+        run, then ack latency at 50% of the durable peak rate.
+    python tools/bench_durability.py restart [--events 1000000] [--convs 10000]
+        Time to restart on a snapshot of that many events, and the size on disk.
+    python tools/bench_durability.py snapshot-stall [--events 1000000] [--convs 10000]
+        The longest event-loop gap while a snapshot of that state is written.
+
+The server runs pinned to CPU 0 and the load generator to CPU 1 (taskset); each prints its
+CPU seconds, so a generator-bound run says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import trio
+import trio_websocket
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import trio.lowlevel
+from benchlib import SECRET, Server, percentile, pinned, print_table, process_cpu
+
+from imcore.core import Chat, Limits, auth
+from imcore.core.frames import Event
+from imcore.core.snapshot import SnapshotEncoder, snapshot_name
+
+GROUP_SIZE = 10
+GROUP_SHARE = 0.2  # of connections that send to groups; the rest are DM pairs
+ACK_PREFIX = cbor2.dumps({"op": "ack"})[:7]  # a CBOR map whose first key is op = "ack"
+
+
+# --- the load generator (runs in its own process) ---------------------------------------------
+
+
+async def generate(
+    port: int, conns: int, seconds: float, rate: float, warmup: float
+) -> dict[str, Any]:
+    """Closed loop (rate 0: each connection sends its next message when acked) or open loop."""
+    now_ms = int(time.time() * 1000)
+    grouped = int(conns * GROUP_SHARE) // GROUP_SIZE * GROUP_SIZE
+    latencies: list[float] = []
+    counted = [0]
+    start = [0.0]
+    ready = trio.Event()
+    connected = [0]
+    stop = trio.Event()
+
+    def conv_of(i: int) -> str:
+        if i < grouped:
+            return f"g:bench{i // GROUP_SIZE}"
+        a, b = sorted((f"u{i}", f"u{i ^ 1 if i ^ 1 >= grouped else i}"))
+        return f"dm:{a}:{b}"
+
+    async def connection(i: int) -> None:
+        async with trio_websocket.open_websocket(
+            "127.0.0.1", port, "/ws", use_ssl=False, subprotocols=["imcore.v1.cbor"]
+        ) as ws:
+            token = auth.mint(f"u{i}", SECRET, now_ms=now_ms)
+            await ws.send_message(
+                cbor2.dumps({"op": "hello", "id": 0, "v": 1, "token": token, "device": "d"})
+            )
+            await ws.get_message()
+            conv = conv_of(i)
+            if i < grouped and i % GROUP_SIZE == 0:
+                members = [f"u{j}" for j in range(i + 1, i + GROUP_SIZE)]
+                await ws.send_message(
+                    cbor2.dumps({"op": "group.create", "id": 0, "conv": conv, "members": members})
+                )
+            sent_at: dict[int, float] = {}
+            acked = trio.Semaphore(1)
+
+            async def read() -> None:
+                while True:
+                    data = await ws.get_message()
+                    if data[:7] == ACK_PREFIX:
+                        ack = cbor2.loads(data)
+                        t = time.perf_counter()
+                        sent = sent_at.pop(ack["id"], None)
+                        if sent is not None and start[0] and t >= start[0]:
+                            latencies.append(t - sent)
+                            counted[0] += 1
+                        if rate == 0:
+                            acked.release()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read)
+                connected[0] += 1
+                if connected[0] == conns:
+                    ready.set()
+                await ready.wait()
+                await trio.sleep(1)  # let the group creations land
+                interval = conns / rate if rate else 0.0
+                next_at = trio.current_time() + (i % 1000) / 1000 * interval
+                for n in itertools.count(1):
+                    if stop.is_set():
+                        break
+                    if rate:
+                        await trio.sleep_until(next_at)
+                        next_at += interval
+                    else:
+                        await acked.acquire()
+                    sent_at[n] = time.perf_counter()
+                    frame = {"op": "send", "id": n, "conv": conv, "cmid": f"{n}", "body": "x" * 100}
+                    await ws.send_message(cbor2.dumps(frame))
+                nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for i in range(conns):
+            nursery.start_soon(connection, i)
+            if i % 50 == 49:
+                await trio.sleep(0.01)
+        await ready.wait()
+        await trio.sleep(1 + warmup)
+        start[0] = time.perf_counter()
+        await trio.sleep(seconds)
+        elapsed = time.perf_counter() - start[0]
+        stop.set()
+        nursery.cancel_scope.cancel()
+    return {
+        "acked_per_s": counted[0] / elapsed,
+        "ack_p50_ms": percentile(latencies, 50) * 1000,
+        "ack_p99_ms": percentile(latencies, 99) * 1000,
+    }
+
+
+def run_generator(port: int, conns: int, seconds: float, rate: float) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        __file__,
+        "_generate",
+        str(port),
+        str(conns),
+        str(seconds),
+        str(rate),
+    ]
+    out = subprocess.run(pinned("1", command), capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def throughput(args: argparse.Namespace) -> None:
+    rows = []
+    peak: dict[str, float] = {}
+    for policy in ("never", "always"):
+        with tempfile.TemporaryDirectory() as tmp:
+            server = Server(
+                Path(tmp),
+                "0",
+                "--fsync",
+                policy,
+                "--send-rate",
+                "1000000",
+                "--send-burst",
+                "1000000",
+            )
+            cpu0 = server.cpu_seconds()
+            result = run_generator(server.port, args.conns, args.seconds, 0)
+            cpu = server.cpu_seconds() - cpu0
+            server.stop()
+        peak[policy] = result["acked_per_s"]
+        rows.append(
+            {
+                "fsync": policy,
+                "mode": "closed loop",
+                **result,
+                "server_cpu_s": cpu,
+                "gen_cpu_s": result.pop("gen_cpu_s"),
+            }
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        target = peak["always"] / 2
+        server = Server(
+            Path(tmp), "0", "--fsync", "always", "--send-rate", "1000000", "--send-burst", "1000000"
+        )
+        cpu0 = server.cpu_seconds()
+        result = run_generator(server.port, args.conns, args.seconds, target)
+        cpu = server.cpu_seconds() - cpu0
+        server.stop()
+        rows.append(
+            {
+                "fsync": "always",
+                "mode": f"paced {target:,.0f}/s",
+                **result,
+                "server_cpu_s": cpu,
+                "gen_cpu_s": result.pop("gen_cpu_s"),
+            }
+        )
+    print_table(rows)
+    print(f"durable/baseline sends/s: {peak['always'] / peak['never']:.1%}")
+
+
+# --- restart and snapshot stall ----------------------------------------------------------------
+
+
+def build_state(events: int, convs: int) -> tuple[Chat, int]:
+    """A Chat holding `events` message events over `convs` DMs, built without the server."""
+    chat = Chat(Limits())
+    body_bytes = 0
+    per_conv = events // convs
+    lsn = 0
+    for c in range(convs):
+        conv = f"dm:u{2 * c}:u{2 * c + 1}"
+        for s in range(1, per_conv + 1):
+            ts = chat.clock.tick()
+            body = {"text": f"message {s} of {conv}", "n": s}
+            body_bytes += len(json.dumps(body))
+            sender = f"u{2 * c + s % 2}"
+            chat.apply(
+                Event(
+                    conv=conv,
+                    seq=s,
+                    ts=ts,
+                    sender=sender,
+                    dev="phone",
+                    at=1_796_000_000_000 + ts,
+                    cmid=f"c{s}",
+                    body=body,
+                )
+            )
+            lsn += 1
+    return chat, body_bytes
+
+
+def write_snapshot(chat: Chat, directory: Path, lsn: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    encoder = SnapshotEncoder(lsn, chat.clock.value)
+    path = directory / snapshot_name(lsn)
+    with path.open("wb") as f:
+        f.write(encoder.begin())
+        for conv in chat.conversation_ids():
+            f.write(encoder.conversation(chat.capture(conv)))
+        f.write(encoder.end())
+    return path
+
+
+def restart(args: argparse.Namespace) -> None:
+    t0 = time.perf_counter()
+    chat, body_bytes = build_state(args.events, args.convs)
+    built = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        write_snapshot(chat, data / "snapshots", args.events)
+        del chat
+        started = time.perf_counter()
+        server = Server(data, "0")
+        ready = time.perf_counter() - started
+        rss = server.rss_bytes()
+        server.stop()
+        disk = sum(p.stat().st_size for p in data.rglob("*") if p.is_file() and p.name != "LOCK")
+    budget = 2 * body_bytes + 64 * args.events
+    print_table(
+        [
+            {
+                "events": args.events,
+                "convs": args.convs,
+                "restart_s": ready,
+                "disk_mb": disk / 1e6,
+                "bodies_mb": body_bytes / 1e6,
+                "budget_mb": budget / 1e6,
+                "disk/budget": disk / budget,
+                "rss_mb": rss / 1e6,
+            }
+        ]
+    )
+    print(f"(state built in {built:.1f} s, not counted)")
+
+
+async def _stall(args: argparse.Namespace) -> dict[str, Any]:
+    from imcore.server.files import Files
+    from imcore.server.snapshots import Snapshotter
+    from imcore.server.wal import Wal
+
+    chat, _ = build_state(args.events, args.convs)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        wal = Wal(data / "wal", Files(), next_lsn=args.events + 1, segment=None, fsync="always")
+        wal.durable_lsn = args.events
+        snapshotter = Snapshotter(
+            chat, wal, data / "snapshots", Files(), every_records=10**9, interval_s=10**9
+        )
+        gaps: list[float] = []
+        done = trio.Event()
+
+        async def watch_loop() -> None:
+            last = time.perf_counter()
+            while not done.is_set():
+                await trio.lowlevel.checkpoint()
+                t = time.perf_counter()
+                gaps.append(t - last)
+                last = t
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_loop)
+            t0 = time.perf_counter()
+            path = await snapshotter.take()
+            took = time.perf_counter() - t0
+            done.set()
+        assert path is not None
+        size = path.stat().st_size
+        wal.close()
+    return {
+        "events": args.events,
+        "snapshot_s": took,
+        "snapshot_mb": size / 1e6,
+        "max_loop_gap_ms": max(gaps) * 1000,
+        "p99_loop_gap_ms": percentile(gaps, 99) * 1000,
+    }
+
+
+def snapshot_stall(args: argparse.Namespace) -> None:
+    print_table([trio.run(_stall, args)])
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["_generate"]:
+        port, conns, seconds, rate = sys.argv[2:6]
+        result = trio.run(generate, int(port), int(conns), float(seconds), float(rate), 1.0)
+        import os
+
+        result["gen_cpu_s"] = process_cpu(os.getpid())
+        print(json.dumps(result))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("throughput")
+    p.add_argument("--conns", type=int, default=1000)
+    p.add_argument("--seconds", type=float, default=10)
+    p.set_defaults(run=throughput)
+    for name, run in (("restart", restart), ("snapshot-stall", snapshot_stall)):
+        p = commands.add_parser(name)
+        p.add_argument("--events", type=int, default=1_000_000)
+        p.add_argument("--convs", type=int, default=10_000)
+        p.set_defaults(run=run)
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Shared pieces of the benchmark scripts: a server subprocess pinned to a core, CPU
+accounting from /proc, percentiles, and a table printer."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+SECRET = "benchmark-secret-benchmark-secret-benchmark"
+LISTENING = re.compile(r"imcore listening on ws://([\d.]+):(\d+)/ws")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def pinned(cpus: str | None, command: list[str]) -> list[str]:
+    """`command` run under taskset on `cpus` when taskset exists and cpus is given."""
+    if cpus and shutil.which("taskset"):
+        return ["taskset", "-c", cpus, *command]
+    return command
+
+
+class Server:
+    """`imcore serve` as a subprocess, for measuring; stopped with SIGTERM."""
+
+    def __init__(self, data_dir: Path, cpus: str | None, *args: str) -> None:
+        command = [str(BIN / "imcore"), "serve", "--port", "0", "--data-dir", str(data_dir)]
+        command += ["--auth-secret", SECRET, "--log-level", "warning", *args]
+        self.process = subprocess.Popen(
+            pinned(cpus, command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        match = LISTENING.search(line)
+        if not match:
+            raise RuntimeError(f"server did not start: {line!r} {self.process.stderr.read()}")
+        self.port = int(match.group(2))
+
+    def cpu_seconds(self) -> float:
+        return process_cpu(self.process.pid)
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout=30)
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """Rows as an aligned text table, then the same as JSON."""
+    if not rows:
+        return
+    keys = list(rows[0])
+    width = {k: max(len(k), *(len(_fmt(r[k])) for r in rows)) for k in keys}
+    print("  ".join(k.ljust(width[k]) for k in keys))
+    for r in rows:
+        print("  ".join(_fmt(r[k]).ljust(width[k]) for k in keys))
+    print(json.dumps(rows))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def now() -> float:
+    return time.perf_counter()
