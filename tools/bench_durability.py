@@ -26,11 +26,10 @@ from typing import Any
 
 import cbor2
 import trio
-import trio_websocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import trio.lowlevel
 from benchlib import SECRET, Server, percentile, pinned, print_table, process_cpu
+from wsload import RawWebSocket
 
 from imcore.core import Chat, Limits, auth
 from imcore.core.frames import Event
@@ -38,7 +37,7 @@ from imcore.core.snapshot import SnapshotEncoder, snapshot_name
 
 GROUP_SIZE = 10
 GROUP_SHARE = 0.2  # of connections that send to groups; the rest are DM pairs
-ACK_PREFIX = cbor2.dumps({"op": "ack"})[:7]  # a CBOR map whose first key is op = "ack"
+ACK_KEY = cbor2.dumps("op") + cbor2.dumps("ack")  # after a one-byte map header: an ack
 
 
 # --- the load generator (runs in its own process) ---------------------------------------------
@@ -64,57 +63,54 @@ async def generate(
         return f"dm:{a}:{b}"
 
     async def connection(i: int) -> None:
-        async with trio_websocket.open_websocket(
-            "127.0.0.1", port, "/ws", use_ssl=False, subprotocols=["imcore.v1.cbor"]
-        ) as ws:
-            token = auth.mint(f"u{i}", SECRET, now_ms=now_ms)
-            await ws.send_message(
-                cbor2.dumps({"op": "hello", "id": 0, "v": 1, "token": token, "device": "d"})
-            )
-            await ws.get_message()
-            conv = conv_of(i)
-            if i < grouped and i % GROUP_SIZE == 0:
-                members = [f"u{j}" for j in range(i + 1, i + GROUP_SIZE)]
-                await ws.send_message(
-                    cbor2.dumps({"op": "group.create", "id": 0, "conv": conv, "members": members})
-                )
-            sent_at: dict[int, float] = {}
-            acked = trio.Semaphore(1)
+        ws = await RawWebSocket.connect("127.0.0.1", port, "/ws", "imcore.v1.cbor")
+        token = auth.mint(f"u{i}", SECRET, now_ms=now_ms)
+        await ws.send(cbor2.dumps({"op": "hello", "id": 0, "v": 1, "token": token, "device": "d"}))
+        await ws.receive()
+        conv = conv_of(i)
+        if i < grouped and i % GROUP_SIZE == 0:
+            members = [f"u{j}" for j in range(i + 1, i + GROUP_SIZE)]
+            create = {"op": "group.create", "id": 0, "conv": conv, "members": members}
+            await ws.send(cbor2.dumps(create))
+        sent_at: dict[int, float] = {}
+        acked = trio.Semaphore(1)
 
-            async def read() -> None:
-                while True:
-                    data = await ws.get_message()
-                    if data[:7] == ACK_PREFIX:
-                        ack = cbor2.loads(data)
-                        t = time.perf_counter()
-                        sent = sent_at.pop(ack["id"], None)
-                        if sent is not None and start[0] and t >= start[0]:
-                            latencies.append(t - sent)
-                            counted[0] += 1
-                        if rate == 0:
-                            acked.release()
+        async def read() -> None:
+            while True:
+                for data in await ws.receive():
+                    if data[1:8] != ACK_KEY:
+                        continue
+                    ack = cbor2.loads(data)
+                    t = time.perf_counter()
+                    sent = sent_at.pop(ack["id"], None)
+                    if sent is not None and start[0] and t >= start[0]:
+                        latencies.append(t - sent)
+                        counted[0] += 1
+                    if rate == 0:
+                        acked.release()
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(read)
-                connected[0] += 1
-                if connected[0] == conns:
-                    ready.set()
-                await ready.wait()
-                await trio.sleep(1)  # let the group creations land
-                interval = conns / rate if rate else 0.0
-                next_at = trio.current_time() + (i % 1000) / 1000 * interval
-                for n in itertools.count(1):
-                    if stop.is_set():
-                        break
-                    if rate:
-                        await trio.sleep_until(next_at)
-                        next_at += interval
-                    else:
-                        await acked.acquire()
-                    sent_at[n] = time.perf_counter()
-                    frame = {"op": "send", "id": n, "conv": conv, "cmid": f"{n}", "body": "x" * 100}
-                    await ws.send_message(cbor2.dumps(frame))
-                nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            connected[0] += 1
+            if connected[0] == conns:
+                ready.set()
+            await ready.wait()
+            await trio.sleep(1)  # let the group creations land
+            interval = conns / rate if rate else 0.0
+            next_at = trio.current_time() + (i % 1000) / 1000 * interval
+            for n in itertools.count(1):
+                if stop.is_set():
+                    break
+                if rate:
+                    await trio.sleep_until(next_at)
+                    next_at += interval
+                else:
+                    await acked.acquire()
+                sent_at[n] = time.perf_counter()
+                frame = {"op": "send", "id": n, "conv": conv, "cmid": f"{n}", "body": "x" * 100}
+                await ws.send(cbor2.dumps(frame))
+            nursery.cancel_scope.cancel()
+        await ws.aclose()
 
     async with trio.open_nursery() as nursery:
         for i in range(conns):
@@ -239,7 +235,7 @@ def write_snapshot(chat: Chat, directory: Path, lsn: int) -> Path:
     with path.open("wb") as f:
         f.write(encoder.begin())
         for conv in chat.conversation_ids():
-            f.write(encoder.conversation(chat.capture(conv)))
+            f.writelines(encoder.conversation(chat.capture(conv)))
         f.write(encoder.end())
     return path
 
@@ -278,10 +274,12 @@ def restart(args: argparse.Namespace) -> None:
 
 async def _stall(args: argparse.Namespace) -> dict[str, Any]:
     from imcore.server.files import Files
+    from imcore.server.serve import tune_gc
     from imcore.server.snapshots import Snapshotter
     from imcore.server.wal import Wal
 
     chat, _ = build_state(args.events, args.convs)
+    tune_gc()  # as the server does once it has recovered
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         wal = Wal(data / "wal", Files(), next_lsn=args.events + 1, segment=None, fsync="always")

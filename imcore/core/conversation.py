@@ -78,8 +78,14 @@ class Conversation:
             roster.roles = dict(roles)
         c = cls(state.conv, roster.copy() if roster is not None else None)
         c.roster = roster
-        for event in state.events:
-            c.append(event, len(state.events))
+        events = state.events
+        c.events = SortedDict((e.seq, e) for e in events)
+        messages = [e for e in events if e.sys is None]
+        c.messages = SortedList(e.seq for e in messages)
+        by_sender: dict[str, list[int]] = {}
+        for e in messages:
+            by_sender.setdefault(e.sender, []).append(e.seq)
+        c.sent_by = {sender: SortedList(seqs) for sender, seqs in by_sender.items()}
         c.head, c.ts_last = state.head, state.ts_last
         return c
 

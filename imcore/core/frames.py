@@ -179,11 +179,13 @@ class SysChange:
         return wire
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Event:
     """One entry of a conversation's log: a message (`body`) or a membership change (`sys`).
 
-    Pushed as a `msg` frame and returned without `op` by `sync` (spec §4, §8).
+    Pushed as a `msg` frame and returned without `op` by `sync` (spec §4, §8). Never changed
+    once made; not declared frozen only because a frozen dataclass costs several times more
+    to build, and a server builds one per message and a million at a restart.
     """
 
     conv: str

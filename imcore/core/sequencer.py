@@ -77,9 +77,11 @@ class Sequencer:
         """Take in a conversation loaded from a snapshot: its head and retained cmids."""
         conv = conversation.conv
         self._heads[conv] = max(self._heads.get(conv, 0), conversation.head)
-        for event in conversation.events.values():
-            if event.cmid is not None:
-                self._cmids[(conv, event.sender, event.cmid)] = (event.seq, event.ts)
+        self._cmids.update(
+            ((conv, e.sender, e.cmid), (e.seq, e.ts))
+            for e in conversation.events.values()
+            if e.cmid is not None
+        )
 
     def replay(self, event: Event) -> None:
         """Take in an event sequenced by an earlier run, when rebuilding state from the log."""

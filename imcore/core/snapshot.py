@@ -23,12 +23,15 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 
 from .conversation import ConversationState
 from .frames import Event, SysChange
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 MAGIC = b"IMSNAP\x00\x01"
 TRAILER = struct.Struct("<QI")
@@ -47,7 +50,8 @@ class Snapshot:
 
 
 class SnapshotEncoder:
-    """Encodes a snapshot in pieces; concatenate `begin()`, `conversation()`s and `end()`."""
+    """Encodes a snapshot in pieces: concatenate `begin()`, the pieces of each
+    `conversation()` and `end()`."""
 
     def __init__(self, lsn: int, clock: int) -> None:
         self.lsn, self.clock = lsn, clock
@@ -63,18 +67,37 @@ class SnapshotEncoder:
         header = cbor2.dumps({"v": VERSION, "lsn": self.lsn, "clock": self.clock})
         return MAGIC + self._body(b"\x9f" + header)
 
-    def conversation(self, state: ConversationState) -> bytes:
-        events = [_event_to_wire(e) for e in state.events]
+    def conversation(self, state: ConversationState, chunk: int = 1000) -> Iterator[bytes]:
+        """The conversation's item in pieces of at most `chunk` events, so a caller can
+        yield to other work between pieces however long the conversation is."""
         roster = None
         if state.roster is not None:
             owner, title, public, roles = state.roster
             roster = [owner, title, public, [list(r) for r in roles]]
-        item = [state.conv, state.head, state.ts_last, roster, state.reads, events]
-        return self._body(cbor2.dumps(item))
+        fields = [state.conv, state.head, state.ts_last, roster, state.reads]
+        head = _array_header(6) + b"".join(cbor2.dumps(f) for f in fields)
+        events = state.events
+        yield self._body(head + _array_header(len(events)))
+        for start in range(0, len(events), chunk):
+            piece = b"".join(cbor2.dumps(_event_to_wire(e)) for e in events[start : start + chunk])
+            yield self._body(piece)
 
     def end(self) -> bytes:
         tail = self._body(b"\xff")
         return tail + TRAILER.pack(self._length, self._crc)
+
+
+def _array_header(n: int) -> bytes:
+    """The CBOR head of a definite-length array of `n` items (major type 4)."""
+    if n < 24:
+        return bytes([0x80 + n])
+    if n < 1 << 8:
+        return bytes([0x98, n])
+    if n < 1 << 16:
+        return b"\x99" + n.to_bytes(2, "big")
+    if n < 1 << 32:
+        return b"\x9a" + n.to_bytes(4, "big")
+    return b"\x9b" + n.to_bytes(8, "big")
 
 
 def _event_to_wire(e: Event) -> list[Any]:

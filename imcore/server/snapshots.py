@@ -1,8 +1,8 @@
 """Periodic snapshots: the whole state to `<data-dir>/snapshots/`, then old WAL segments go.
 
-A snapshot is captured on the event loop a slice at a time (events are immutable, so a
-capture copies references) and encoded and written in a worker thread, a conversation per
-encoder call, so the loop never waits on it for long. Files are written as
+A snapshot is captured and encoded on the event loop a slice of a few milliseconds at a
+time (events are immutable, so a capture copies references), then written and fsynced in
+a worker thread, so the loop never waits on it for long. Files are written as
 temp -> fsync -> rename -> fsync dir and named by the LSN they cover; the newest `keep` are
 kept, and WAL segments wholly below the oldest kept one are deleted.
 """
@@ -21,14 +21,15 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ..core import Chat
-    from ..core.conversation import ConversationState
     from .files import Files
     from .wal import Wal
 
 log = logging.getLogger("imcore.snapshot")
 
-#: Events captured per slice before yielding to the scheduler.
-CAPTURE_SLICE = 20_000
+#: Encoding runs on the loop in slices this long, then yields to the scheduler. (Encoding
+#: in a worker thread instead makes the loop wait for the interpreter lock after every
+#: system call, tens of milliseconds at a time.)
+SLICE_S = 0.003
 KEEP = 2
 
 
@@ -108,16 +109,17 @@ class Snapshotter:
             started = time.monotonic()
             await self.wal.roll()  # later records go to a new segment: the old ones can go
             encoder = SnapshotEncoder(lsn, self.chat.clock.value)
-            states: list[ConversationState] = []
-            captured = 0
-            for conv in self.chat.conversation_ids():
-                state = self.chat.capture(conv)
-                states.append(state)
-                captured += len(state.events) + 1
-                if captured >= CAPTURE_SLICE:
-                    captured = 0
-                    await trio.lowlevel.checkpoint()
-            path = await trio.to_thread.run_sync(self._write, lsn, encoder, states)
+            pieces = [encoder.begin()]
+            conversations = self.chat.conversation_ids()
+            slice_started = time.perf_counter()
+            for conv in conversations:
+                for piece in encoder.conversation(self.chat.capture(conv)):
+                    pieces.append(piece)
+                    if time.perf_counter() - slice_started > SLICE_S:
+                        await trio.lowlevel.checkpoint()
+                        slice_started = time.perf_counter()
+            pieces.append(encoder.end())
+            path = await trio.to_thread.run_sync(self._write, lsn, pieces)
             self.last_lsn = lsn
             self.last_duration_s = time.monotonic() - started
             self.taken += 1
@@ -125,14 +127,16 @@ class Snapshotter:
             log.info(
                 "snapshot lsn=%d conversations=%d bytes=%d duration_ms=%d wal_segments_deleted=%d",
                 lsn,
-                len(states),
+                len(conversations),
                 path.stat().st_size,
                 self.last_duration_s * 1000,
                 deleted,
             )
             return path
 
-    def _write(self, lsn: int, encoder: SnapshotEncoder, states: list[ConversationState]) -> Path:
+    def _write(self, lsn: int, pieces: list[bytes]) -> Path:
+        """temp file -> fsync -> rename -> fsync dir (a worker thread: no Python work but
+        joining, so the loop keeps the interpreter)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / snapshot_name(lsn)
         temp = final.with_suffix(".tmp")
@@ -140,17 +144,7 @@ class Snapshotter:
             temp.unlink()
         fd = self.files.open_append(temp, create=True)
         try:
-            buffer = [encoder.begin()]
-            size = len(buffer[0])
-            for state in states:
-                piece = encoder.conversation(state)
-                buffer.append(piece)
-                size += len(piece)
-                if size > 1 << 20:
-                    self.files.write(fd, b"".join(buffer))
-                    buffer, size = [], 0
-            buffer.append(encoder.end())
-            self.files.write(fd, b"".join(buffer))
+            self.files.write(fd, b"".join(pieces))
             self.files.fsync(fd)
         finally:
             self.files.close(fd)

@@ -57,7 +57,9 @@ def log_of(records: list[Record], first_lsn: int = 1) -> bytes:
 
 def snapshot_of(chat: Chat, lsn: int) -> bytes:
     enc = SnapshotEncoder(lsn, chat.clock.value)
-    parts = [enc.begin(), *(enc.conversation(chat.capture(c)) for c in chat.conversation_ids())]
+    parts = [enc.begin()]
+    for conv in chat.conversation_ids():
+        parts += enc.conversation(chat.capture(conv), chunk=2)
     return b"".join([*parts, enc.end()])
 
 

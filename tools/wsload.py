@@ -1,0 +1,126 @@
+"""A minimal, fast WebSocket client for load generators (RFC 6455, client side only).
+
+A load generator must not be slower than the server it measures. trio-websocket spends
+tens of microseconds per message; this client parses server frames straight from the
+socket buffer and masks its own frames with a zero key (a valid mask that leaves the
+payload as is), so a generator process can keep up with many times more messages.
+Pings are answered; permessage-deflate is never offered.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+
+import trio
+
+OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def client_frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
+    """One final, masked frame (mask key 0000)."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    return head + b"\x00\x00\x00\x00" + payload
+
+
+class RawWebSocket:
+    """A connected client WebSocket on a trio stream."""
+
+    def __init__(self, stream: trio.SocketStream, buffered: bytes) -> None:
+        self.stream = stream
+        self._buf = bytearray(buffered)
+        self.closed_code: int | None = None
+
+    @classmethod
+    async def connect(
+        cls, host: str, port: int, path: str = "/ws", subprotocol: str | None = None
+    ) -> RawWebSocket:
+        stream = await trio.open_tcp_stream(host, port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: {host}:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+        ]
+        if subprotocol:
+            lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+        await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
+        response = b""
+        while b"\r\n\r\n" not in response:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                raise ConnectionError("closed during the handshake")
+            response += chunk
+        head, _, rest = response.partition(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0]
+        if b" 101 " not in status:
+            await stream.aclose()
+            raise ConnectionError(f"handshake refused: {status.decode(errors='replace')}")
+        return cls(stream, rest)
+
+    async def send(self, payload: bytes, opcode: int = OP_BINARY) -> None:
+        await self.stream.send_all(client_frame(payload, opcode))
+
+    async def send_many(self, payloads: list[bytes], opcode: int = OP_BINARY) -> None:
+        await self.stream.send_all(b"".join(client_frame(p, opcode) for p in payloads))
+
+    async def receive(self) -> list[bytes]:
+        """Every whole data message available after at least one more read.
+
+        Raises:
+            ConnectionError: the server closed the connection (`closed_code` is set).
+        """
+        while True:
+            messages, pongs = self._parse()
+            if pongs:
+                await self.stream.send_all(pongs)
+            if messages:
+                return messages
+            chunk = await self.stream.receive_some(1 << 18)
+            if not chunk:
+                raise ConnectionError(f"closed by the server ({self.closed_code})")
+            self._buf += chunk
+
+    def _parse(self) -> tuple[list[bytes], bytes]:
+        buf, pos = self._buf, 0
+        out: list[bytes] = []
+        replies: list[bytes] = []
+        while len(buf) - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            n, head = b1 & 0x7F, 2
+            if n == 126:
+                if len(buf) - pos < 4:
+                    break
+                n, head = struct.unpack_from("!H", buf, pos + 2)[0], 4
+            elif n == 127:
+                if len(buf) - pos < 10:
+                    break
+                n, head = struct.unpack_from("!Q", buf, pos + 2)[0], 10
+            if len(buf) - pos < head + n:
+                break
+            payload = bytes(buf[pos + head : pos + head + n])
+            pos += head + n
+            opcode = b0 & 0x0F
+            if opcode in (OP_TEXT, OP_BINARY):
+                out.append(payload)  # the server never fragments
+            elif opcode == OP_PING:
+                replies.append(client_frame(payload, OP_PONG))
+            elif opcode == OP_CLOSE:
+                self.closed_code = (
+                    struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                )
+        del buf[:pos]
+        return out, b"".join(replies)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
