@@ -25,6 +25,7 @@ from ..core import (
     Write,
 )
 from .outbox import Outbox
+from .wire import RawWriter, preframe
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -81,7 +82,7 @@ class Connection:
     def send(self, frame: ServerFrame | None) -> None:
         """Queue a reply for this connection alone."""
         if frame is not None:
-            self.outbox.put_nowait(self.codec.encode(frame))
+            self.outbox.put_nowait(preframe(self.codec.encode(frame)))
 
     async def run(self) -> None:
         """Serve the connection until either side closes it."""
@@ -124,10 +125,12 @@ class Connection:
 
     async def _write(self) -> None:
         outbox, ws = self.outbox, self.ws
+        writer = RawWriter(ws)
         try:
             while True:
-                for payload in await outbox.get_batch():
-                    await ws.send_message(payload)
+                batch = await outbox.get_batch()
+                if batch:  # everything queued since the last wake-up, in one write
+                    await writer.write(batch[0] if len(batch) == 1 else b"".join(batch))
                 if outbox.close_code is not None:
                     await ws.aclose(outbox.close_code, outbox.close_reason)
                     break

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .wire import preframe
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -118,7 +120,7 @@ class Shard:
         for index, conns in enumerate(groups):
             if not conns:
                 continue
-            payload = fanout.codecs[index].encode(d.frame)  # once per encoding
+            payload = preframe(fanout.codecs[index].encode(d.frame))  # once per encoding
             for conn in conns:
                 if exclude_user is not None and conn.user == exclude_user:
                     continue

@@ -13,7 +13,7 @@ import trio
 
 from ..core import CloseCode
 
-Payload = bytes | str
+Payload = bytes  # whole pre-framed WebSocket messages
 
 
 class Outbox:
