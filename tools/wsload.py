@@ -33,20 +33,29 @@ def client_frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
 class RawWebSocket:
     """A connected client WebSocket on a trio stream."""
 
-    def __init__(self, stream: trio.SocketStream, buffered: bytes) -> None:
+    def __init__(self, stream: trio.abc.Stream, buffered: bytes) -> None:
         self.stream = stream
         self._buf = bytearray(buffered)
         self.closed_code: int | None = None
+        self.answer_pings = True
+        self.pings = 0
 
     @classmethod
     async def connect(
         cls, host: str, port: int, path: str = "/ws", subprotocol: str | None = None
     ) -> RawWebSocket:
         stream = await trio.open_tcp_stream(host, port)
+        return await cls.handshake(stream, f"{host}:{port}", path, subprotocol)
+
+    @classmethod
+    async def handshake(
+        cls, stream: trio.abc.Stream, host: str, path: str = "/ws", subprotocol: str | None = None
+    ) -> RawWebSocket:
+        """Upgrade an open stream (TCP, or in-memory in tests) to a WebSocket."""
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
             f"GET {path} HTTP/1.1",
-            f"Host: {host}:{port}",
+            f"Host: {host}",
             "Upgrade: websocket",
             "Connection: Upgrade",
             f"Sec-WebSocket-Key: {key}",
@@ -86,6 +95,8 @@ class RawWebSocket:
                 await self.stream.send_all(pongs)
             if messages:
                 return messages
+            if self.closed_code is not None:
+                raise ConnectionError(f"closed by the server ({self.closed_code})")
             chunk = await self.stream.receive_some(1 << 18)
             if not chunk:
                 raise ConnectionError(f"closed by the server ({self.closed_code})")
@@ -114,7 +125,9 @@ class RawWebSocket:
             if opcode in (OP_TEXT, OP_BINARY):
                 out.append(payload)  # the server never fragments
             elif opcode == OP_PING:
-                replies.append(client_frame(payload, OP_PONG))
+                self.pings += 1
+                if self.answer_pings:
+                    replies.append(client_frame(payload, OP_PONG))
             elif opcode == OP_CLOSE:
                 self.closed_code = (
                     struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005

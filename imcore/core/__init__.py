@@ -28,6 +28,7 @@ from .session import Close as Close
 from .session import Effect as Effect
 from .session import Opened as Opened
 from .session import Publish as Publish
+from .session import SendPing as SendPing
 from .session import Session as Session
 from .session import SessionState as SessionState
 from .session import Submit as Submit

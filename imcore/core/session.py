@@ -23,6 +23,10 @@ This is the one place where `ImcoreError` becomes an `error` frame (h2's pattern
 anywhere, convert once). Errors of the abuse kinds are counted over a sliding minute; more
 than `abuse_errors` of them close the connection with 4002 (spec §10).
 
+Liveness (spec §10): every `heartbeat_ms` the server calls `tick`, which asks for a
+WebSocket ping; any frame or pong (`heard`) counts as a sign of life, and a connection with
+none for 3 heartbeats is closed with 4000.
+
 Sends are rate limited per connection by a token bucket of `send_burst` tokens refilled at
 `send_rate` a second (spec §10); an empty bucket answers `rate_limited` with the wait.
 """
@@ -113,6 +117,11 @@ class Opened:
 
 
 @dataclass(frozen=True, slots=True)
+class SendPing:
+    """Send a WebSocket ping; report its pong with `Session.heard`."""
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Close the connection with `code` once the frames written before are sent."""
 
@@ -120,7 +129,10 @@ class Close:
     reason: str
 
 
-Effect = Write | Submit | Publish | Opened | Close
+Effect = Write | Submit | Publish | Opened | SendPing | Close
+
+#: spec §10: a connection silent for this many heartbeats is closed with 4000.
+SILENT_HEARTBEATS = 3
 
 
 class Session:
@@ -136,6 +148,7 @@ class Session:
 
     __slots__ = (
         "_abuse",
+        "_heard_ms",
         "_refilled_ms",
         "_tokens",
         "chat",
@@ -161,6 +174,7 @@ class Session:
         self.recv_enabled = True
         self._tokens = float(chat.limits.send_burst)
         self._refilled_ms = now_ms
+        self._heard_ms = now_ms
         self._abuse: deque[int] = deque()
 
     def handle(self, data: bytes | str, now_ms: int) -> list[Effect]:
@@ -171,6 +185,7 @@ class Session:
         """
         if self.state in (SessionState.CLOSING, SessionState.CLOSED):
             return []
+        self._heard_ms = now_ms
         m = None
         try:
             m = self.codec.load(data)
@@ -189,6 +204,18 @@ class Session:
             if exc.code in ABUSE_CODES and self._abused(now_ms):
                 effects.append(self._close(CloseCode.ABUSE, "too many bad frames"))
             return effects
+
+    def heard(self, now_ms: int) -> None:
+        """The client showed it is alive without a frame (a pong)."""
+        self._heard_ms = max(self._heard_ms, now_ms)
+
+    def tick(self, now_ms: int) -> list[Effect]:
+        """A heartbeat interval passed (spec §10): ping, or close 4000 after 3 silent ones."""
+        if self.state in (SessionState.CLOSING, SessionState.CLOSED):
+            return []
+        if now_ms - self._heard_ms >= SILENT_HEARTBEATS * self.chat.limits.heartbeat_ms:
+            return [self._close(CloseCode.TIMEOUT, "no sign of life")]
+        return [SendPing()]
 
     def expire(self) -> list[Effect]:
         """The hello timeout passed (spec §3): close 4001 unless hello was accepted."""

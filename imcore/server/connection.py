@@ -20,6 +20,7 @@ from ..core import (
     Internal,
     Opened,
     Publish,
+    SendPing,
     Session,
     Submit,
     Write,
@@ -93,7 +94,7 @@ class Connection:
                 self._cancel = nursery.cancel_scope
                 nursery.start_soon(self._read)
                 nursery.start_soon(self._write)
-                nursery.start_soon(self._watch_hello)
+                nursery.start_soon(self._watchdog, nursery)
         finally:
             hub.connections.discard(self)
             self.closed = True
@@ -138,9 +139,26 @@ class Connection:
             pass
         self._stop()
 
-    async def _watch_hello(self) -> None:
-        await trio.sleep(self.hub.chat.limits.hello_timeout_ms / 1000)
-        self._carry_out(self.session.expire())
+    async def _watchdog(self, nursery: trio.Nursery) -> None:
+        """The hello timeout, then a heartbeat every `heartbeat_ms` (the session decides)."""
+        limits, session, hub = self.hub.chat.limits, self.session, self.hub
+        await trio.sleep(limits.hello_timeout_ms / 1000)
+        self._carry_out(session.expire())
+        interval = limits.heartbeat_ms / 1000
+        while True:
+            await trio.sleep(interval)
+            for effect in session.tick(hub.now_ms()):
+                if isinstance(effect, SendPing):
+                    nursery.start_soon(self._ping)
+                else:
+                    self._carry_out([effect])
+
+    async def _ping(self) -> None:
+        try:
+            await self.ws.ping()
+        except ConnectionClosed:
+            return
+        self.session.heard(self.hub.now_ms())
 
     def _stop(self) -> None:
         if self._cancel is not None:
@@ -162,6 +180,8 @@ class Connection:
                         old.outbox.close_nowait(CloseCode.REPLACED, "replaced", flush=False)
                 case Close(code, reason):
                     self.outbox.close_nowait(code, reason)
+                case SendPing():  # pragma: no cover - the watchdog sends pings itself
+                    pass
 
 
 class Hub:

@@ -14,6 +14,7 @@ from imcore.core import (
     Limits,
     Opened,
     Publish,
+    SendPing,
     Session,
     SessionState,
     Submit,
@@ -220,3 +221,19 @@ def test_an_empty_ok_follows_fire_and_forget_frames_only_when_they_carry_an_id()
     assert errors(session.handle(frame(op="read", id=3, conv="g:none", seq=1), NOW)) == [
         "not_found"
     ]
+
+
+def test_heartbeats_ping_and_three_silent_ones_close_4000() -> None:
+    chat = Chat(Limits(heartbeat_ms=1000))
+    session = opened(chat)
+    assert session.tick(NOW + 1000) == [SendPing()]
+    session.heard(NOW + 1500)  # a pong
+    assert session.tick(NOW + 4000) == [SendPing()]
+    assert session.tick(NOW + 4500) == [Close(CloseCode.TIMEOUT, "no sign of life")]
+    assert session.tick(NOW + 5500) == []
+
+
+def test_any_frame_counts_as_a_sign_of_life() -> None:
+    session = opened(Chat(Limits(heartbeat_ms=1000)))
+    session.handle(frame(op="ping"), NOW + 2900)
+    assert session.tick(NOW + 5000) == [SendPing()]

@@ -10,6 +10,8 @@ import trio
 import trio.testing
 import trio_websocket
 
+from tools.wsload import RawWebSocket
+
 from .client import Client
 
 if TYPE_CHECKING:
@@ -30,6 +32,13 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
         client, server = trio.testing.memory_stream_pair()
         await self._send.send(server)
         return client
+
+
+async def open_raw_client(
+    listener: MemoryListener, encoding: str = "imcore.v1.json"
+) -> RawWebSocket:
+    """A bare WebSocket client over an in-memory stream: it answers pings only if told to."""
+    return await RawWebSocket.handshake(await listener.connect(), "localhost", "/ws", encoding)
 
 
 @asynccontextmanager

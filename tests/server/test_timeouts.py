@@ -2,19 +2,73 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from typing import TYPE_CHECKING
+
+import trio
+import trio.testing
 
 from imcore.config import build
 from imcore.server import serve
 from tests.helpers.client import token
 from tests.helpers.core import SECRET
-from tests.helpers.memory import MemoryListener, open_memory_client
+from tests.helpers.memory import MemoryListener, open_memory_client, open_raw_client
+from tools.wsload import OP_TEXT, RawWebSocket
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    import trio
-    import trio.testing
+
+async def start(nursery: trio.Nursery, tmp_path: Path, **settings: object) -> MemoryListener:
+    listener = MemoryListener()
+    config = build({"data_dir": tmp_path, "auth_secret": SECRET, **settings})
+
+    async def run(task_status: trio.TaskStatus[object]) -> None:
+        await serve(config, listeners=[listener], task_status=task_status)
+
+    await nursery.start(run)
+    return listener
+
+
+async def hello(ws: RawWebSocket, user: str = "alice") -> None:
+    frame = {"op": "hello", "id": 1, "v": 1, "token": token(user), "device": "d"}
+    await ws.send(json.dumps(frame).encode(), OP_TEXT)
+    (reply,) = await ws.receive()
+    assert json.loads(reply)["op"] == "welcome"
+
+
+async def closed_with(ws: RawWebSocket) -> int | None:
+    with contextlib.suppress(ConnectionError):
+        while True:
+            await ws.receive()
+    return ws.closed_code
+
+
+async def test_a_client_that_never_answers_pings_is_closed_4000_after_3_heartbeats(
+    nursery: trio.Nursery, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    listener = await start(nursery, tmp_path, heartbeat_ms=20_000)
+    silent = await open_raw_client(listener)
+    silent.answer_pings = False
+    await hello(silent)
+    start_time = autojump_clock.current_time()
+    assert await closed_with(silent) == 4000
+    waited = autojump_clock.current_time() - start_time
+    assert 60 <= waited <= 80  # 3 heartbeats of silence, noticed at the next heartbeat
+    assert silent.pings >= 2
+
+
+async def test_a_client_that_answers_pings_stays_connected(
+    nursery: trio.Nursery, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    listener = await start(nursery, tmp_path, heartbeat_ms=20_000)
+    lively = await open_raw_client(listener)
+    await hello(lively)
+    with trio.move_on_after(300):
+        await lively.receive()  # only pings come, answered inside receive()
+    assert lively.closed_code is None
+    assert lively.pings >= 14
 
 
 async def test_no_hello_within_the_timeout_closes_4001(
