@@ -39,6 +39,7 @@ class Config:
     auth_secret: str | None = None
     admin_host: str = "127.0.0.1"
     admin_port: int = 8766
+    max_connections: int = 0  # 0: the open-file limit less a reserve for the log and admin
     shards: int = 16  # fan-out ordering domains
     outbox_frames: int = 4096  # frames queued per connection before 4008
     outbox_bytes: int = 8 * 1024 * 1024  # bytes queued per connection before 4008

@@ -193,6 +193,7 @@ class Hub:
         "committer",
         "connections",
         "fanout",
+        "max_connections",
         "now_ms",
         "outbox_bytes",
         "outbox_frames",
@@ -220,3 +221,4 @@ class Hub:
         self.outbox_frames = outbox_frames
         self.outbox_bytes = outbox_bytes
         self.connections: set[Connection] = set()  # every live one, said hello or not
+        self.max_connections = 1 << 30

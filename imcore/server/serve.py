@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import resource
 import secrets
 import signal
 import time
@@ -170,6 +171,24 @@ async def serve(
         lock.release()
 
 
+#: Open files kept back from clients: log segments, snapshots, the admin port, accepts.
+FD_RESERVE = 128
+
+
+def connection_limit(configured: int) -> int:
+    """Raise the open-file soft limit to the hard limit; the connections that fit under it.
+
+    A server that runs out of descriptors fails accept() for everyone, so clients beyond
+    the limit are refused (HTTP 503) before they cost one more than the handshake's.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    log.info("open files: soft limit %d raised to the hard limit %d", soft, hard)
+    fit = max(1, hard - FD_RESERVE)
+    return min(configured, fit) if configured else fit
+
+
 async def _serve_connections(
     config: Config,
     hub: Hub,
@@ -180,6 +199,7 @@ async def _serve_connections(
     """Accept until stopped; then close every connection with 1001 and wait for them."""
     if listeners is None:
         listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    hub.max_connections = connection_limit(config.max_connections)
     async with trio.open_nursery() as connections:
         server = WebSocketServer(
             partial(_handle, hub),
@@ -231,6 +251,9 @@ async def _handle(hub: Hub, request: WebSocketRequest) -> None:
     try:
         if request.path.partition("?")[0] != WS_PATH:
             await request.reject(404, body=b"not found: imcore serves WebSocket at /ws\n")
+            return
+        if len(hub.connections) >= hub.max_connections:
+            await request.reject(503, body=b"too many connections; try again later\n")
             return
         encoding = choose_encoding(request.proposed_subprotocols)
         ws = await request.accept(subprotocol=encoding)
