@@ -8,6 +8,7 @@ protocol decisions are the core's; this module only moves bytes and time.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
     from .fanout import Fanout
 
 log = logging.getLogger("imcore.conn")
+
+#: How long a connection being closed may take to drain what is queued and the close frame.
+CLOSE_TIMEOUT_S = 10.0
 
 
 class Connection:
@@ -92,6 +96,7 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
+                self.outbox.on_close = partial(nursery.start_soon, self._close_deadline)
                 nursery.start_soon(self._read)
                 nursery.start_soon(self._write)
                 nursery.start_soon(self._watchdog, nursery)
@@ -100,6 +105,7 @@ class Connection:
             self.closed = True
             code = self.outbox.close_code
             # Nothing more is queued for a connection that is gone.
+            self.outbox.on_close = None
             self.outbox.close_nowait(CloseCode.GOING_AWAY, "closed", flush=False)
             hub.fanout.disconnect(self)
             self._carry_out(self.session.close(hub.now_ms()))
@@ -152,6 +158,12 @@ class Connection:
                     nursery.start_soon(self._ping)
                 else:
                     self._carry_out([effect])
+
+    async def _close_deadline(self) -> None:
+        """A close was decided: a client that does not read cannot even get the close
+        frame, so after a while the connection is dropped without it."""
+        await trio.sleep(CLOSE_TIMEOUT_S)
+        self._stop()
 
     async def _ping(self) -> None:
         try:

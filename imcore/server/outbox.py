@@ -8,10 +8,14 @@ client loses nothing by that: it resumes with `sync`.
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
 
 import trio
 
 from ..core import CloseCode
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 Payload = bytes  # whole pre-framed WebSocket messages
 
@@ -33,6 +37,7 @@ class Outbox:
         "close_reason",
         "max_bytes",
         "max_frames",
+        "on_close",
     )
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
@@ -43,6 +48,7 @@ class Outbox:
         self._lot = trio.lowlevel.ParkingLot()
         self.close_code: CloseCode | None = None
         self.close_reason = ""
+        self.on_close: Callable[[], None] | None = None  # told once a close is asked for
 
     def put_nowait(self, payload: Payload) -> None:
         """Queue one encoded frame; overflow closes the connection with 4008."""
@@ -67,6 +73,8 @@ class Outbox:
             self._items.clear()
             self._bytes = 0
         self._lot.unpark_all()
+        if self.on_close is not None:
+            self.on_close()
 
     async def get_batch(self) -> list[Payload]:
         """Wait for frames or a close; return everything queued (empty when only closing)."""
