@@ -336,6 +336,11 @@ class Chat:
         c = self._convs.get(conv)
         return [] if c is None else list(c.events.values())
 
+    def events_from(self, conv: str, first: int) -> list[Event]:
+        """The retained events of `conv` from seq `first` on (for resends)."""
+        c = self._convs.get(conv)
+        return [] if c is None else list(c.events.values()[c.events.bisect_left(first) :])
+
     def convs_of(self, user: str) -> frozenset[str]:
         """The conversations `user` is in, as committed."""
         return frozenset(self._user_convs.get(user, ()))

@@ -27,6 +27,13 @@ Liveness (spec §10): every `heartbeat_ms` the server calls `tick`, which asks f
 WebSocket ping; any frame or pong (`heard`) counts as a sign of life, and a connection with
 none for 3 heartbeats is closed with 4000.
 
+Resends (spec §8): a push not covered by `recv` within `resend_ms` is pushed again, then
+again after twice as long, and so on; after `resend_max` resends the connection is closed
+with 4000. State is one entry per conversation with uncovered pushes (the first such seq,
+the deadline, the count), never per message: on a healthy connection `pushed` is one
+dictionary lookup per push. With the defaults (5 s, 4) a push at 0 s is resent at 5, 15,
+35 and 75 s and the connection closed at 155 s.
+
 Sends are rate limited per connection by a token bucket of `send_burst` tokens refilled at
 `send_rate` a second (spec §10); an empty bucket answers `rate_limited` with the wait.
 """
@@ -151,6 +158,7 @@ class Session:
         "_heard_ms",
         "_refilled_ms",
         "_tokens",
+        "_unacked",
         "chat",
         "codec",
         "device",
@@ -176,6 +184,8 @@ class Session:
         self._refilled_ms = now_ms
         self._heard_ms = now_ms
         self._abuse: deque[int] = deque()
+        # conv -> [first seq not covered by recv, when to resend, resends so far]
+        self._unacked: dict[str, list[int]] = {}
 
     def handle(self, data: bytes | str, now_ms: int) -> list[Effect]:
         """Take one WebSocket message from the client.
@@ -216,6 +226,50 @@ class Session:
         if now_ms - self._heard_ms >= SILENT_HEARTBEATS * self.chat.limits.heartbeat_ms:
             return [self._close(CloseCode.TIMEOUT, "no sign of life")]
         return [SendPing()]
+
+    # --- resend of pushes not covered by recv (spec §8) ---------------------------------------
+
+    def pushed(self, conv: str, seq: int, now_ms: int) -> bool:
+        """Event `seq` of `conv` was pushed here. Called for every push, so it does nothing
+        unless this is the conversation's first push not yet covered by `recv`.
+
+        Returns:
+            Whether a new resend deadline was set (the caller's timer may need to move).
+        """
+        if conv in self._unacked or not self.recv_enabled:
+            return False
+        self._unacked[conv] = [seq, now_ms + self.chat.limits.resend_ms, 0]
+        return True
+
+    def _covered(self, conv: str, seq: int, now_ms: int) -> None:
+        entry = self._unacked.get(conv)
+        if entry is None or seq < entry[0]:
+            return
+        if seq >= self.chat.head(conv):
+            del self._unacked[conv]
+        else:  # progress: what is left gets a fresh deadline and count
+            self._unacked[conv] = [seq + 1, now_ms + self.chat.limits.resend_ms, 0]
+
+    def due_ms(self) -> int | None:
+        """When `resend` next has something to do, if ever."""
+        return min((entry[1] for entry in self._unacked.values()), default=None)
+
+    def resend(self, now_ms: int) -> list[Effect]:
+        """Push again what is overdue, the n-th time `resend_ms * 2**n` after the last; after
+        `resend_max` resends with no `recv`, close 4000 (spec §8)."""
+        if self.state is not SessionState.OPEN:
+            return []
+        limits = self.chat.limits
+        effects: list[Effect] = []
+        for conv, entry in self._unacked.items():
+            first, due, sent = entry
+            if due > now_ms:
+                continue
+            if sent >= limits.resend_max:
+                return [self._close(CloseCode.TIMEOUT, "pushes were never acknowledged")]
+            effects += [Write(e) for e in self.chat.events_from(conv, first)]
+            entry[1], entry[2] = now_ms + limits.resend_ms * 2 ** (sent + 1), sent + 1
+        return effects
 
     def expire(self) -> list[Effect]:
         """The hello timeout passed (spec §3): close 4001 unless hello was accepted."""
@@ -292,6 +346,7 @@ class Session:
                 return [Write(chat.group_info(self.user, frame))]
             case Recv():
                 delivered = chat.receive(self.user, frame)
+                self._covered(frame.conv, frame.seq, now_ms)
                 return ok if delivered is None else [Publish(delivered), *ok]
             case Typing():
                 notice = chat.typing(self.user, frame, now_ms)

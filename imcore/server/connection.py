@@ -55,6 +55,7 @@ class Connection:
 
     __slots__ = (
         "_cancel",
+        "_wakeup",
         "attached",
         "closed",
         "codec",
@@ -75,6 +76,7 @@ class Connection:
         self.closed = False
         self.attached: set[str] = set()  # conversations whose fan-out table holds it
         self._cancel: trio.CancelScope | None = None
+        self._wakeup = trio.Event()
 
     @property
     def user(self) -> str:
@@ -145,19 +147,40 @@ class Connection:
             pass
         self._stop()
 
+    def wake(self) -> None:
+        """A resend deadline was set: let the watchdog look at its timers again."""
+        self._wakeup.set()
+
     async def _watchdog(self, nursery: trio.Nursery) -> None:
-        """The hello timeout, then a heartbeat every `heartbeat_ms` (the session decides)."""
+        """The hello timeout, a heartbeat every `heartbeat_ms` and resend deadlines; the
+        session decides what each one means."""
         limits, session, hub = self.hub.chat.limits, self.session, self.hub
-        await trio.sleep(limits.hello_timeout_ms / 1000)
-        self._carry_out(session.expire())
+        start = trio.current_time()
+        hello_at: float | None = start + limits.hello_timeout_ms / 1000
         interval = limits.heartbeat_ms / 1000
+        next_beat = start + interval
         while True:
-            await trio.sleep(interval)
-            for effect in session.tick(hub.now_ms()):
-                if isinstance(effect, SendPing):
-                    nursery.start_soon(self._ping)
-                else:
-                    self._carry_out([effect])
+            due_ms = session.due_ms()
+            targets = [next_beat]
+            if hello_at is not None:
+                targets.append(hello_at)
+            if due_ms is not None:
+                targets.append(trio.current_time() + (due_ms - hub.now_ms()) / 1000)
+            with trio.move_on_at(min(targets)):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            now = trio.current_time()
+            if hello_at is not None and now >= hello_at:
+                hello_at = None
+                self._carry_out(session.expire())
+            if now >= next_beat:
+                next_beat += interval
+                for effect in session.tick(hub.now_ms()):
+                    if isinstance(effect, SendPing):
+                        nursery.start_soon(self._ping)
+                    else:
+                        self._carry_out([effect])
+            self._carry_out(session.resend(hub.now_ms()))
 
     async def _close_deadline(self) -> None:
         """A close was decided: a client that does not read cannot even get the close

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..core import Event
 from .wire import preframe
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from ..core import Codec, Deliveries
     from .connection import Connection
@@ -116,6 +117,10 @@ class Shard:
                     self._attach(d.conv, conn)
             groups = self.routes.get(d.conv, ())
         exclude_user, exclude_device = audience.exclude_user, audience.exclude_device
+        frame = d.frame
+        resendable = isinstance(frame, Event)  # receipts and presence are never resent
+        seq = frame.seq if isinstance(frame, Event) else 0
+        now = fanout.now_ms()
         sent = 0
         for index, conns in enumerate(groups):
             if not conns:
@@ -127,6 +132,8 @@ class Shard:
                 if exclude_device is not None and (conn.user, conn.device) == exclude_device:
                     continue
                 conn.outbox.put_nowait(payload)
+                if resendable and conn.session.pushed(d.conv, seq, now):
+                    conn.wake()
                 sent += 1
                 if sent % YIELD_EVERY == 0:
                     await trio.lowlevel.checkpoint()
@@ -148,10 +155,12 @@ class Fanout:
     Args:
         codecs: one per encoding; a connection's `codec_index` points into this list.
         shards: how many ordering domains to run.
+        now_ms: the clock the resend deadlines use.
     """
 
-    def __init__(self, codecs: list[Codec], shards: int) -> None:
+    def __init__(self, codecs: list[Codec], shards: int, now_ms: Callable[[], int]) -> None:
         self.codecs = codecs
+        self.now_ms = now_ms
         self.shards = [Shard(self) for _ in range(shards)]
         self._by_user: dict[str, dict[str, Connection]] = {}
         self._by_session: dict[str, Connection] = {}

@@ -1,20 +1,29 @@
 """The file operations the WAL and snapshots use, behind one class so tests can inject
 faults (disk full, EIO) or simulate a power loss that drops what was never fsynced.
 
-Blocking: call these from a worker thread (`trio.to_thread.run_sync`), never on the loop.
+Blocking: they run through `run_blocking`, in a worker thread, never on the loop.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
+
+import trio
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
+
+T = TypeVar("T")
 
 
 class Files:
     """Plain POSIX files."""
+
+    #: Whether calls go to a worker thread. Tests on trio's MockClock turn it off: the
+    #: clock would jump ahead while the loop waited on a thread doing real I/O.
+    in_thread = True
 
     def open_append(self, path: Path, *, create: bool) -> int:
         flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
@@ -52,3 +61,11 @@ class Files:
 
     def remove(self, path: Path) -> None:
         os.remove(path)
+
+
+async def run_blocking(files: Files, fn: Callable[..., T], *args: object) -> T:
+    """Run a blocking file operation of `files` off the event loop (see `in_thread`)."""
+    if files.in_thread:
+        return await trio.to_thread.run_sync(fn, *args)
+    await trio.lowlevel.checkpoint()
+    return fn(*args)

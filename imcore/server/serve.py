@@ -25,7 +25,7 @@ from .committer import Committer
 from .connection import Connection, Hub
 from .datadir import DataDirLock, open_state
 from .fanout import Fanout
-from .files import Files
+from .files import Files, run_blocking
 from .secret import load_or_create_secret
 from .snapshots import Snapshotter
 from .wal import Wal
@@ -106,8 +106,8 @@ async def serve(
         secret = config.auth_secret or load_or_create_secret(config.data_dir)
         gc.disable()  # recovery makes millions of objects and no garbage cycles
         try:
-            recovered = await trio.to_thread.run_sync(
-                partial(open_state, config.data_dir, limits, files, repair=repair)
+            recovered = await run_blocking(
+                files, partial(open_state, config.data_dir, limits, files, repair=repair)
             )
         finally:
             gc.enable()
@@ -128,14 +128,15 @@ async def serve(
             every_records=config.snapshot_every,
             interval_s=config.snapshot_interval_s,
         )
-        codecs = [Codec(e, limits) for e in ENCODINGS]
-        fanout = Fanout(codecs, config.shards)
-        committer = Committer(chat, fanout, wal, on_commit=snapshotter.poke)
         # Wall-clock ms that follow trio's clock, so tests on a MockClock control time.
         offset = time.time() - trio.current_time()
 
         def now_ms() -> int:
             return int((trio.current_time() + offset) * 1000)
+
+        codecs = [Codec(e, limits) for e in ENCODINGS]
+        fanout = Fanout(codecs, config.shards, now_ms)
+        committer = Committer(chat, fanout, wal, on_commit=snapshotter.poke)
 
         hub = Hub(
             chat=chat,

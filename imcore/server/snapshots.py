@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..core.snapshot import SnapshotEncoder, parse_snapshot_name, snapshot_name
+from .files import run_blocking
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -119,11 +120,11 @@ class Snapshotter:
                         await trio.lowlevel.checkpoint()
                         slice_started = time.perf_counter()
             pieces.append(encoder.end())
-            path = await trio.to_thread.run_sync(self._write, lsn, pieces)
+            path = await run_blocking(self.files, self._write, lsn, pieces)
             self.last_lsn = lsn
             self.last_duration_s = time.monotonic() - started
             self.taken += 1
-            deleted = await trio.to_thread.run_sync(self._prune)
+            deleted = await run_blocking(self.files, self._prune)
             log.info(
                 "snapshot lsn=%d conversations=%d bytes=%d duration_ms=%d wal_segments_deleted=%d",
                 lsn,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..core.wal_format import SEGMENT_MAGIC, encode_record, parse_segment_name, segment_name
+from .files import run_blocking
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -134,7 +135,7 @@ class Wal:
             data = b"".join(encode_record(first + i, r) for i, r in enumerate(records))
             sync = self.fsync_policy == "always"
             try:
-                await trio.to_thread.run_sync(self._append, data, sync, first)
+                await run_blocking(self.files, self._append, data, sync, first)
             except OSError as exc:
                 self._fail("write", exc)
                 raise
@@ -152,7 +153,7 @@ class Wal:
             target = self.durable_lsn
             fd = self._fd
             try:
-                await trio.to_thread.run_sync(self.files.fsync, fd)
+                await run_blocking(self.files, self.files.fsync, fd)
             except OSError as exc:
                 self._fail("fsync", exc)
                 raise
@@ -164,7 +165,7 @@ class Wal:
             return
         async with self._lock:
             try:
-                await trio.to_thread.run_sync(self._roll, self.next_lsn)
+                await run_blocking(self.files, self._roll, self.next_lsn)
             except OSError as exc:
                 self._fail("roll", exc)
                 raise

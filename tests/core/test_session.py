@@ -237,3 +237,36 @@ def test_any_frame_counts_as_a_sign_of_life() -> None:
     session = opened(Chat(Limits(heartbeat_ms=1000)))
     session.handle(frame(op="ping"), NOW + 2900)
     assert session.tick(NOW + 5000) == [SendPing()]
+
+
+def test_resend_schedule_doubles_and_recv_covers() -> None:
+    chat = Chat(Limits(resend_ms=1000, resend_max=2))
+    alice = opened(chat)
+    bob = opened(chat, "bob", sid="s2")
+    (submit,) = alice.handle(frame(op="send", conv="dm:alice:bob", cmid="c", body=1), NOW)
+    assert isinstance(submit, Submit)
+    assert submit.outcome.record is not None
+    chat.apply(submit.outcome.record)
+    assert bob.pushed("dm:alice:bob", 1, NOW)
+    assert not bob.pushed("dm:alice:bob", 1, NOW)  # one entry per conversation
+    assert bob.due_ms() == NOW + 1000
+    assert bob.resend(NOW + 999) == []
+    (again,) = bob.resend(NOW + 1000)
+    assert isinstance(again, Write)
+    assert again.frame == chat.events("dm:alice:bob")[0]
+    assert bob.due_ms() == NOW + 3000
+    assert len(bob.resend(NOW + 3000)) == 1
+    assert bob.resend(NOW + 7000) == [Close(CloseCode.TIMEOUT, "pushes were never acknowledged")]
+
+
+def test_recv_up_to_the_head_clears_the_resend() -> None:
+    chat = Chat(Limits(resend_ms=1000))
+    alice, bob = opened(chat), opened(chat, "bob", sid="s2")
+    (submit,) = alice.handle(frame(op="send", conv="dm:alice:bob", cmid="c", body=1), NOW)
+    assert isinstance(submit, Submit)
+    assert submit.outcome.record is not None
+    chat.apply(submit.outcome.record)
+    bob.pushed("dm:alice:bob", 1, NOW)
+    bob.handle(frame(op="recv", conv="dm:alice:bob", seq=1), NOW + 10)
+    assert bob.due_ms() is None
+    assert bob.resend(NOW + 10_000) == []

@@ -90,3 +90,10 @@ class PowerLossFiles(Files):
             for path in entries:
                 if path.exists():
                     path.unlink()
+
+
+class InlineFiles(Files):
+    """Real files, operated on the event loop: for tests on trio's MockClock, where a wait
+    on a worker thread would let the clock jump ahead."""
+
+    in_thread = False

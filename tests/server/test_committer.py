@@ -46,7 +46,7 @@ class GateLog:
 def setup() -> tuple[Chat, GateLog, Committer]:
     chat = Chat(Limits())
     log = GateLog()
-    fanout = Fanout([Codec(e, chat.limits) for e in Encoding], shards=1)
+    fanout = Fanout([Codec(e, chat.limits) for e in Encoding], shards=1, now_ms=lambda: 0)
     return chat, log, Committer(chat, fanout, log)
 
 

@@ -23,6 +23,11 @@ _ids = itertools.count()
 class FakeSession:
     def __init__(self) -> None:
         self.id = f"s{next(_ids)}"
+        self.pushes: list[tuple[str, int]] = []
+
+    def pushed(self, conv: str, seq: int, now_ms: int) -> bool:
+        self.pushes.append((conv, seq))
+        return False
 
 
 class FakeConnection:
@@ -45,7 +50,8 @@ def event(seq: int, sys: SysChange | None = None) -> Event:
 
 async def started(nursery: trio.Nursery) -> Fanout:
     limits = Limits()
-    fanout = Fanout([Codec(Encoding.CBOR, limits), Codec(Encoding.JSON, limits)], shards=4)
+    codecs = [Codec(Encoding.CBOR, limits), Codec(Encoding.JSON, limits)]
+    fanout = Fanout(codecs, shards=4, now_ms=lambda: 0)
     await nursery.start(fanout.run)
     return fanout
 

@@ -13,6 +13,7 @@ from imcore.config import build
 from imcore.server import serve
 from tests.helpers.client import token
 from tests.helpers.core import SECRET
+from tests.helpers.files import InlineFiles
 from tests.helpers.memory import MemoryListener, open_memory_client, open_raw_client
 from tools.wsload import OP_TEXT, RawWebSocket
 
@@ -25,7 +26,7 @@ async def start(nursery: trio.Nursery, tmp_path: Path, **settings: object) -> Me
     config = build({"data_dir": tmp_path, "auth_secret": SECRET, **settings})
 
     async def run(task_status: trio.TaskStatus[object]) -> None:
-        await serve(config, listeners=[listener], task_status=task_status)
+        await serve(config, listeners=[listener], files=InlineFiles(), task_status=task_status)
 
     await nursery.start(run)
     return listener
