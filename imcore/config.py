@@ -41,8 +41,6 @@ class Config:
     admin_port: int = 8766
     max_connections: int = 0  # 0: the open-file limit less a reserve for the log and admin
     shards: int = 16  # fan-out ordering domains
-    outbox_frames: int = 4096  # frames queued per connection before 4008
-    outbox_bytes: int = 8 * 1024 * 1024  # bytes queued per connection before 4008
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
 

@@ -72,7 +72,8 @@ class Connection:
         self.session = session
         self.codec = session.codec
         self.codec_index = codec_index
-        self.outbox = Outbox(hub.outbox_frames, hub.outbox_bytes)
+        limits = hub.chat.limits
+        self.outbox = Outbox(limits.outbox_frames, limits.outbox_bytes)
         self.closed = False
         self.attached: set[str] = set()  # conversations whose fan-out table holds it
         self._cancel: trio.CancelScope | None = None
@@ -230,8 +231,6 @@ class Hub:
         "fanout",
         "max_connections",
         "now_ms",
-        "outbox_bytes",
-        "outbox_frames",
         "secret",
     )
 
@@ -244,8 +243,6 @@ class Hub:
         fanout: Fanout,
         secret: str,
         now_ms: Callable[[], int],
-        outbox_frames: int,
-        outbox_bytes: int,
     ) -> None:
         self.chat = chat
         self.codecs = codecs
@@ -253,7 +250,5 @@ class Hub:
         self.fanout = fanout
         self.secret = secret
         self.now_ms = now_ms
-        self.outbox_frames = outbox_frames
-        self.outbox_bytes = outbox_bytes
         self.connections: set[Connection] = set()  # every live one, said hello or not
         self.max_connections = 1 << 30

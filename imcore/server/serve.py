@@ -145,8 +145,6 @@ async def serve(
             fanout=fanout,
             secret=secret,
             now_ms=now_ms,
-            outbox_frames=config.outbox_frames,
-            outbox_bytes=config.outbox_bytes,
         )
         async with trio.open_nursery() as services:
             await services.start(fanout.run)
