@@ -39,7 +39,6 @@ class Config:
     auth_secret: str | None = None
     admin_host: str = "127.0.0.1"
     admin_port: int = 8766
-    max_connections: int = 0  # 0: the open-file limit less a reserve for the log and admin
     shards: int = 16  # fan-out ordering domains
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)

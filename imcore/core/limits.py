@@ -28,6 +28,7 @@ class Limits:
     resend_max: int = 4  # spec §8
     abuse_errors: int = 100  # spec §10: more than this many per minute close with 4002
     max_watch: int = 1_000  # users one connection may watch at once
+    max_connections: int = 0  # 0: as many as the open-file limit allows (set at start)
     outbox_frames: int = 4096  # spec §10: frames queued for a connection before 4008 ...
     outbox_bytes: int = 8 * 1024 * 1024  # ... or bytes
     max_title: int = 256  # chars in a group title

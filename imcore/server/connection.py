@@ -251,4 +251,3 @@ class Hub:
         self.secret = secret
         self.now_ms = now_ms
         self.connections: set[Connection] = set()  # every live one, said hello or not
-        self.max_connections = 1 << 30

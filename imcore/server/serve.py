@@ -13,7 +13,7 @@ import resource
 import secrets
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -99,7 +99,7 @@ async def serve(
         StartupError: the data directory is locked by another server, or damaged.
     """
     files = files or Files()
-    limits = config.limits
+    limits = replace(config.limits, max_connections=connection_limit(config.limits.max_connections))
     lock = DataDirLock(config.data_dir)
     wal: Wal | None = None
     try:
@@ -198,13 +198,12 @@ async def _serve_connections(
     """Accept until stopped; then close every connection with 1001 and wait for them."""
     if listeners is None:
         listeners = await trio.open_tcp_listeners(config.port, host=config.host)
-    hub.max_connections = connection_limit(config.max_connections)
     async with trio.open_nursery() as connections:
         server = WebSocketServer(
             partial(_handle, hub),
             listeners,  # type: ignore[arg-type]
             handler_nursery=connections,
-            max_message_size=config.limits.max_frame,
+            max_message_size=hub.chat.limits.max_frame,
         )
         accepting = trio.CancelScope()
 
@@ -251,7 +250,7 @@ async def _handle(hub: Hub, request: WebSocketRequest) -> None:
         if request.path.partition("?")[0] != WS_PATH:
             await request.reject(404, body=b"not found: imcore serves WebSocket at /ws\n")
             return
-        if len(hub.connections) >= hub.max_connections:
+        if len(hub.connections) >= hub.chat.limits.max_connections:
             await request.reject(503, body=b"too many connections; try again later\n")
             return
         encoding = choose_encoding(request.proposed_subprotocols)
