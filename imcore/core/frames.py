@@ -166,6 +166,15 @@ class SysChange:
     title: str | None = None
     public: bool | None = None  # create only: needed to rebuild the roster from the log
 
+    def to_row(self) -> list[Any]:
+        """The compact form the log and snapshots store."""
+        return [self.type, list(self.users), self.role, self.title, self.public]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> SysChange:
+        kind, users, role, title, public = row
+        return cls(type=kind, users=tuple(users), role=role, title=title, public=public)
+
     def to_wire(self) -> Wire:
         wire: Wire = {"type": self.type}
         if self.users:

@@ -101,17 +101,13 @@ def _array_header(n: int) -> bytes:
 
 
 def _event_to_wire(e: Event) -> list[Any]:
-    sys = e.sys
-    wire_sys = None if sys is None else [sys.type, list(sys.users), sys.role, sys.title, sys.public]
-    return [e.seq, e.ts, e.sender, e.dev, e.at, e.cmid, e.body, wire_sys]
+    sys = None if e.sys is None else e.sys.to_row()
+    return [e.seq, e.ts, e.sender, e.dev, e.at, e.cmid, e.body, sys]
 
 
 def _event_from_wire(conv: str, item: list[Any]) -> Event:
     seq, ts, sender, dev, at, cmid, body, sys = item
-    change = None
-    if sys is not None:
-        kind, users, role, title, public = sys
-        change = SysChange(type=kind, users=tuple(users), role=role, title=title, public=public)
+    change = None if sys is None else SysChange.from_row(sys)
     return Event(
         conv=conv, seq=seq, ts=ts, sender=sender, dev=dev, at=at, cmid=cmid, body=body, sys=change
     )

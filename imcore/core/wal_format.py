@@ -87,8 +87,7 @@ NEED_DATA = NeedData()
 def record_to_wire(record: Record) -> list[Any]:
     if isinstance(record, CursorRecord):
         return [_CURSOR, record.conv, record.user, record.device, record.seq]
-    sys = record.sys
-    wire_sys = None if sys is None else [sys.type, list(sys.users), sys.role, sys.title, sys.public]
+    sys = None if record.sys is None else record.sys.to_row()
     return [
         _EVENT,
         record.conv,
@@ -99,7 +98,7 @@ def record_to_wire(record: Record) -> list[Any]:
         record.at,
         record.cmid,
         record.body,
-        wire_sys,
+        sys,
     ]
 
 
@@ -115,10 +114,7 @@ def record_from_wire(item: Any) -> Record:
         return CursorRecord(item[1], item[2], item[3], item[4])
     if item[0] == _EVENT and len(item) == 10:
         _, conv, seq, ts, sender, dev, at, cmid, body, sys = item
-        change = None
-        if sys is not None:
-            kind, users, role, title, public = sys
-            change = SysChange(type=kind, users=tuple(users), role=role, title=title, public=public)
+        change = None if sys is None else SysChange.from_row(sys)
         return Event(
             conv=conv,
             seq=seq,

@@ -69,3 +69,14 @@ async def run_blocking(files: Files, fn: Callable[..., T], *args: object) -> T:
         return await trio.to_thread.run_sync(fn, *args)
     await trio.lowlevel.checkpoint()
     return fn(*args)
+
+
+def numbered_files(directory: Path, parse: Callable[[str], int | None]) -> list[tuple[int, Path]]:
+    """(number, path) of the files in `directory` whose names `parse` reads, in order."""
+    found = []
+    if directory.is_dir():
+        for path in directory.iterdir():
+            number = parse(path.name)
+            if number is not None:
+                found.append((number, path))
+    return sorted(found)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..core.snapshot import SnapshotEncoder, parse_snapshot_name, snapshot_name
-from .files import run_blocking
+from .files import numbered_files, run_blocking
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,13 +36,7 @@ KEEP = 2
 
 def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
     """(LSN, path) of every snapshot file, oldest first."""
-    found = []
-    if directory.is_dir():
-        for path in directory.iterdir():
-            lsn = parse_snapshot_name(path.name)
-            if lsn is not None:
-                found.append((lsn, path))
-    return sorted(found)
+    return numbered_files(directory, parse_snapshot_name)
 
 
 class Snapshotter:

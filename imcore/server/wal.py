@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..core.wal_format import SEGMENT_MAGIC, encode_record, parse_segment_name, segment_name
-from .files import run_blocking
+from .files import numbered_files, run_blocking
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -33,13 +33,7 @@ SEGMENT_BYTES = 64 * 1024 * 1024
 
 def list_segments(directory: Path) -> list[tuple[int, Path]]:
     """(first LSN, path) of every segment in `directory`, in LSN order."""
-    found = []
-    if directory.is_dir():
-        for path in directory.iterdir():
-            lsn = parse_segment_name(path.name)
-            if lsn is not None:
-                found.append((lsn, path))
-    return sorted(found)
+    return numbered_files(directory, parse_segment_name)
 
 
 class Wal:
