@@ -30,7 +30,8 @@ class Server:
     """`imcore serve` as a subprocess, for measuring; stopped with SIGTERM."""
 
     def __init__(self, data_dir: Path, cpus: str | None, *args: str) -> None:
-        command = [str(BIN / "imcore"), "serve", "--port", "0", "--data-dir", str(data_dir)]
+        command = [str(BIN / "imcore"), "serve", "--port", "0", "--admin-port", "0"]
+        command += ["--data-dir", str(data_dir)]
         command += ["--auth-secret", SECRET, "--log-level", "warning", *args]
         self.process = subprocess.Popen(
             pinned(cpus, command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -20,6 +20,19 @@ def mint(user: str, secret: str, *, now_ms: int, ttl_s: int = 3600, **claims: ob
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
+def verify_admin(token: str, secret: str, *, now_ms: int) -> str:
+    """Check an operator's token: valid as `verify` requires, and with claim `admin: true`.
+
+    Raises:
+        Unauthorized: not a valid token, or not an admin's.
+    """
+    user = verify(token, secret, now_ms=now_ms)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    if claims.get("admin") is not True:
+        raise Unauthorized("not an admin token (mint one with imcore-admin token --admin)")
+    return user
+
+
 def verify(token: str, secret: str, *, now_ms: int) -> str:
     """Check a token's signature and expiry.
 

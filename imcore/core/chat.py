@@ -352,6 +352,13 @@ class Chat:
             return frozenset(c.roster.roles) if c is not None and c.roster else frozenset()
         return frozenset(ids.dm_users(conv))
 
+    def roles(self, conv: str) -> dict[str, str]:
+        """Committed members with their roles ("member" for both parties of a DM)."""
+        c = self._convs.get(conv)
+        if c is not None and c.roster is not None:
+            return dict(c.roster.roles)
+        return dict.fromkeys(self.members(conv), "member") if c is not None else {}
+
     def summaries(self, user: str) -> tuple[ConvSummary, ...]:
         """`welcome.convs` (spec §3): every conversation of `user`, most recent first."""
         out = []

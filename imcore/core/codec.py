@@ -320,6 +320,10 @@ _PARSERS: dict[str, Callable[[Codec, dict[str, Any], FrameId], ClientFrame]] = {
 }
 
 
+#: Every op a client may send (spec §3-§9).
+KNOWN_OPS = frozenset(_PARSERS)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 

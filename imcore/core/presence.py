@@ -110,5 +110,9 @@ class Presence:
     def online(self, user: str) -> bool:
         return user in self._live
 
+    def online_count(self) -> int:
+        """Users with at least one live device."""
+        return len(self._live)
+
     def devices(self, user: str) -> int:
         return len(self._live.get(user, ()))

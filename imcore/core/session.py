@@ -163,6 +163,7 @@ class Session:
         "codec",
         "device",
         "id",
+        "last_op",
         "recv_enabled",
         "secret",
         "state",
@@ -186,6 +187,7 @@ class Session:
         self._abuse: deque[int] = deque()
         # conv -> [first seq not covered by recv, when to resend, resends so far]
         self._unacked: dict[str, list[int]] = {}
+        self.last_op: str | None = None  # the op of the last frame handled, for metrics
 
     def handle(self, data: bytes | str, now_ms: int) -> list[Effect]:
         """Take one WebSocket message from the client.
@@ -197,8 +199,10 @@ class Session:
             return []
         self._heard_ms = now_ms
         m = None
+        self.last_op = None
         try:
             m = self.codec.load(data)
+            self.last_op = m["op"]
             if self.state is not SessionState.OPEN and m["op"] != "hello":
                 raise Unauthorized("say hello first")
             return self._dispatch(self.codec.parse(m), now_ms)

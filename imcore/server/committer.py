@@ -9,10 +9,13 @@ commit of its record. A log that fails switches the core to read-only (`unavaila
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 import trio
+
+from ..core import Event
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
     from ..core import Chat, Outcome, Record
     from .connection import Connection
     from .fanout import Fanout
+    from .metrics import Metrics
 
 log = logging.getLogger("imcore.commit")
 
@@ -58,7 +62,8 @@ class Committer:
         self.fanout = fanout
         self.log = log
         self.on_commit = on_commit
-        self._queue: deque[tuple[Outcome, Connection]] = deque()
+        self._queue: deque[tuple[Outcome, Connection, float]] = deque()
+        self.metrics: Metrics | None = None
         self._lot = trio.lowlevel.ParkingLot()
         self._idle = trio.lowlevel.ParkingLot()
         self._busy = False
@@ -66,7 +71,7 @@ class Committer:
         self.records = 0
 
     def submit_nowait(self, outcome: Outcome, conn: Connection) -> None:
-        self._queue.append((outcome, conn))
+        self._queue.append((outcome, conn, time.perf_counter()))
         if len(self._queue) == 1:
             self._lot.unpark_all()
 
@@ -81,7 +86,7 @@ class Committer:
             self._busy = True
             batch = list(queue)
             queue.clear()
-            records = [o.record for o, _ in batch if o.record is not None]
+            records = [o.record for o, _, _ in batch if o.record is not None]
             if records and not self.chat.read_only:
                 try:
                     await self.log.commit(records)
@@ -93,19 +98,24 @@ class Committer:
                     log.critical("the log cannot be written; refusing writes until restart")
                     self.chat.commit_failed()
             if self.chat.read_only:
-                for outcome, conn in batch:
+                for outcome, conn, _ in batch:
                     conn.send(conn.session.refuse(outcome))
                 continue
             self.batches += 1
             self.records += len(records)
-            publish = self.fanout.publish
-            for outcome, conn in batch:
+            publish, metrics = self.fanout.publish, self.metrics
+            now = time.perf_counter()
+            for outcome, conn, arrived in batch:
                 if outcome.record is not None:
                     deliveries = self.chat.apply(outcome.record)
                     if deliveries is not None:
                         publish(deliveries)
                 if outcome.reply is not None:
                     conn.send(outcome.reply)
+                    if metrics is not None:
+                        metrics.ack_seconds.observe(now - arrived)
+            if metrics is not None:
+                metrics.sends.inc(sum(isinstance(r, Event) for r in records))
             if self.on_commit is not None:
                 self.on_commit()
 

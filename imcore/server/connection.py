@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ..core import Chat, Codec, Effect, ServerFrame
     from .committer import Committer
     from .fanout import Fanout
+    from .metrics import Metrics
 
 log = logging.getLogger("imcore.conn")
 
@@ -91,11 +92,16 @@ class Connection:
         """Queue a reply for this connection alone."""
         if frame is not None:
             self.outbox.put_nowait(preframe(self.codec.encode(frame)))
+            metrics = self.hub.metrics
+            metrics.frame_out(frame)
+            if isinstance(frame, Error):
+                metrics.errors.labels(frame.code).inc()
 
     async def run(self) -> None:
         """Serve the connection until either side closes it."""
         hub = self.hub
         hub.connections.add(self)
+        hub.metrics.connections.inc()
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
@@ -105,8 +111,10 @@ class Connection:
                 nursery.start_soon(self._watchdog, nursery)
         finally:
             hub.connections.discard(self)
+            hub.metrics.connections.dec()
             self.closed = True
             code = self.outbox.close_code
+            hub.metrics.closes.labels(str(int(code)) if code is not None else "by_client").inc()
             # Nothing more is queued for a connection that is gone.
             self.outbox.on_close = None
             self.outbox.close_nowait(CloseCode.GOING_AWAY, "closed", flush=False)
@@ -124,6 +132,7 @@ class Connection:
                 data = await self.ws.get_message()
                 try:
                     effects = session.handle(data, hub.now_ms())
+                    hub.metrics.frame_in(session.last_op)
                 except Exception:
                     log.exception("unexpected failure handling a frame")
                     exc = Internal("the server failed on this frame; it has been logged")
@@ -140,6 +149,7 @@ class Connection:
             while True:
                 batch = await outbox.get_batch()
                 if batch:  # everything queued since the last wake-up, in one write
+                    self.hub.metrics.outbox_batch.observe(len(batch))
                     await writer.write(batch[0] if len(batch) == 1 else b"".join(batch))
                 if outbox.close_code is not None:
                     await ws.aclose(outbox.close_code, outbox.close_reason)
@@ -230,6 +240,7 @@ class Hub:
         "connections",
         "fanout",
         "max_connections",
+        "metrics",
         "now_ms",
         "secret",
     )
@@ -241,6 +252,7 @@ class Hub:
         codecs: list[Codec],
         committer: Committer,
         fanout: Fanout,
+        metrics: Metrics,
         secret: str,
         now_ms: Callable[[], int],
     ) -> None:
@@ -248,6 +260,7 @@ class Hub:
         self.codecs = codecs
         self.committer = committer
         self.fanout = fanout
+        self.metrics = metrics
         self.secret = secret
         self.now_ms = now_ms
         self.connections: set[Connection] = set()  # every live one, said hello or not

@@ -11,6 +11,7 @@ queued for every recipient.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
     from ..core import Codec, Deliveries
     from .connection import Connection
+    from .metrics import Metrics
 
 #: A big fan-out yields to the scheduler after this many recipients, so it cannot hold the
 #: event loop (and every other connection's latency) for the whole group.
@@ -121,6 +123,7 @@ class Shard:
         resendable = isinstance(frame, Event)  # receipts and presence are never resent
         seq = frame.seq if isinstance(frame, Event) else 0
         now = fanout.now_ms()
+        started = time.perf_counter()
         sent = 0
         for index, conns in enumerate(groups):
             if not conns:
@@ -140,6 +143,13 @@ class Shard:
         for user in d.left:
             for conn in fanout.conns_of((user,)):
                 self._detach(d.conv, conn)
+        metrics = fanout.metrics
+        if metrics is not None and sent:
+            metrics.frame_out(frame, sent)
+            if resendable:
+                metrics.deliveries.inc(sent)
+                metrics.fanout_recipients.observe(sent)
+                metrics.fanout_seconds.observe(time.perf_counter() - started)
 
 
 def _split(conns: Iterable[Connection], n: int) -> list[list[Connection]]:
@@ -161,6 +171,7 @@ class Fanout:
     def __init__(self, codecs: list[Codec], shards: int, now_ms: Callable[[], int]) -> None:
         self.codecs = codecs
         self.now_ms = now_ms
+        self.metrics: Metrics | None = None
         self.shards = [Shard(self) for _ in range(shards)]
         self._by_user: dict[str, dict[str, Connection]] = {}
         self._by_session: dict[str, Connection] = {}

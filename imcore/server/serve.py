@@ -21,11 +21,13 @@ import trio
 from trio_websocket import WebSocketRequest, WebSocketServer
 
 from ..core import CloseCode, Codec, Encoding, Session
+from .admin_http import AdminState, build_app, serve_admin
 from .committer import Committer
 from .connection import Connection, Hub
 from .datadir import DataDirLock, open_state
 from .fanout import Fanout
 from .files import Files, run_blocking
+from .metrics import Metrics
 from .secret import load_or_create_secret
 from .snapshots import Snapshotter
 from .wal import Wal
@@ -52,6 +54,7 @@ class RunningServer:
 
     host: str
     port: int
+    admin_port: int = 0
     stop: trio.Event = field(default_factory=trio.Event, compare=False)
 
 
@@ -137,12 +140,18 @@ async def serve(
         codecs = [Codec(e, limits) for e in ENCODINGS]
         fanout = Fanout(codecs, config.shards, now_ms)
         committer = Committer(chat, fanout, wal, on_commit=snapshotter.poke)
+        metrics = Metrics()
+        fanout.metrics = committer.metrics = metrics
+        wal.on_write = metrics.observe_write
+        snapshotter.on_snapshot = metrics.snapshot_seconds.observe
+        metrics.wal_bytes.set_function(lambda: wal.bytes_written)
 
         hub = Hub(
             chat=chat,
             codecs=codecs,
             committer=committer,
             fanout=fanout,
+            metrics=metrics,
             secret=secret,
             now_ms=now_ms,
         )
@@ -150,9 +159,16 @@ async def serve(
             await services.start(fanout.run)
             await services.start(committer.run)
             await services.start(snapshotter.run)
+            services.start_soon(_probe_loop_lag, metrics)
+            admin = build_app(AdminState(hub, wal, snapshotter, config.fsync))
+            admin_port = await services.start(
+                serve_admin, admin, config.admin_host, config.admin_port
+            )
             if config.fsync == "interval":
                 services.start_soon(wal.run_interval_sync, config.fsync_interval_ms)
-            running = await _serve_connections(config, hub, listeners, handle_signals, task_status)
+            running = await _serve_connections(
+                config, hub, listeners, admin_port, handle_signals, task_status
+            )
             log.info("shutting down: committing, syncing and writing a snapshot")
             with trio.CancelScope(shield=True):
                 await committer.drain()
@@ -192,6 +208,7 @@ async def _serve_connections(
     config: Config,
     hub: Hub,
     listeners: Sequence[trio.abc.Listener[trio.abc.Stream]] | None,
+    admin_port: int,
     handle_signals: bool,
     task_status: trio.TaskStatus[RunningServer],
 ) -> RunningServer:
@@ -213,11 +230,18 @@ async def _serve_connections(
 
         await connections.start(accept)
         port = _port(listeners, config.port)
-        running = RunningServer(config.host, port)
+        running = RunningServer(config.host, port, admin_port)
         if handle_signals:
             connections.start_soon(_stop_on_signal, running.stop)
         print(f"imcore listening on ws://{config.host}:{port}{WS_PATH}", flush=True)
-        log.info("listening host=%s port=%d fsync=%s", config.host, port, config.fsync)
+        log.info(
+            "listening host=%s port=%d admin=%s:%d fsync=%s",
+            config.host,
+            port,
+            config.admin_host,
+            admin_port,
+            config.fsync,
+        )
         task_status.started(running)
         await running.stop.wait()
         accepting.cancel()
@@ -225,6 +249,19 @@ async def _serve_connections(
             conn.outbox.close_nowait(CloseCode.GOING_AWAY, "server shutting down")
         connections.cancel_scope.deadline = trio.current_time() + CLOSE_GRACE_S
     return running
+
+
+#: How often the event-loop lag is probed.
+LAG_PROBE_S = 0.5
+
+
+async def _probe_loop_lag(metrics: Metrics) -> None:
+    """Sleep a fixed time, again and again; how late each wake-up comes is the loop's lag."""
+    while True:
+        asked = trio.current_time() + LAG_PROBE_S
+        await trio.sleep_until(asked)
+        metrics.loop_lag.set(trio.current_time() - asked)
+        metrics.sample_rates(LAG_PROBE_S)
 
 
 async def _stop_on_signal(stop: trio.Event) -> None:

@@ -19,6 +19,7 @@ from ..core.snapshot import SnapshotEncoder, parse_snapshot_name, snapshot_name
 from .files import numbered_files, run_blocking
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from ..core import Chat
@@ -74,6 +75,7 @@ class Snapshotter:
         self.taken = 0
         self._lock = trio.Lock()
         self._wakeup = trio.Event()
+        self.on_snapshot: Callable[[float], None] | None = None  # told each one's duration
 
     def records_since(self) -> int:
         return self.wal.durable_lsn - self.last_lsn
@@ -118,6 +120,8 @@ class Snapshotter:
             self.last_lsn = lsn
             self.last_duration_s = time.monotonic() - started
             self.taken += 1
+            if self.on_snapshot is not None:
+                self.on_snapshot(self.last_duration_s)
             deleted = await run_blocking(self.files, self._prune)
             log.info(
                 "snapshot lsn=%d conversations=%d bytes=%d duration_ms=%d wal_segments_deleted=%d",

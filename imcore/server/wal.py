@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import trio
@@ -21,6 +22,7 @@ from ..core.wal_format import SEGMENT_MAGIC, encode_record, parse_segment_name, 
 from .files import numbered_files, run_blocking
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from ..core import Record
@@ -72,6 +74,8 @@ class Wal:
         self._segment_size = 0
         self._lock = trio.Lock()  # commits, rolls and interval syncs take turns
         self._pending = segment
+        #: told how long each batch's write (+ fsync) took; called from the worker thread
+        self.on_write: Callable[[float], None] | None = None
 
     def _open(self, first_lsn: int) -> None:
         """Open the segment to append to, or start one at `first_lsn` (thread)."""
@@ -111,10 +115,13 @@ class Wal:
         if self._segment_size + len(data) > self.segment_bytes:
             self._roll(first_lsn)
         assert self._fd is not None
+        started = time.perf_counter()
         self.files.write(self._fd, data)
         self._segment_size += len(data)
         if sync:
             self.files.fsync(self._fd)
+        if self.on_write is not None:
+            self.on_write(time.perf_counter() - started)
 
     async def commit(self, records: list[Record]) -> None:
         """Append `records` as one write (and one fsync under "always").

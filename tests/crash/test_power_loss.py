@@ -40,6 +40,7 @@ async def test_power_loss_keeps_every_acked_event_the_policy_promises(
                 "port": 0,
                 "data_dir": tmp_path / f"run{crash}",
                 "auth_secret": SECRET,
+                "admin_port": 0,
                 "fsync": fsync,
                 "fsync_interval_ms": INTERVAL_MS,
                 "snapshot_every": 300,

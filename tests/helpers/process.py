@@ -38,6 +38,8 @@ class ServerProcess:
             "serve",
             "--port",
             "0",
+            "--admin-port",
+            "0",
             "--data-dir",
             str(self.data_dir),
             "--auth-secret",
@@ -95,7 +97,8 @@ async def run_admin(*args: str) -> subprocess.CompletedProcess[bytes]:
 
 async def run_serve_once(data_dir: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     """Run `imcore serve` expecting it to refuse to start."""
-    command = [os.path.join(BIN, "imcore"), "serve", "--port", "0", "--data-dir", str(data_dir)]
+    command = [os.path.join(BIN, "imcore"), "serve", "--port", "0", "--admin-port", "0"]
+    command += ["--data-dir", str(data_dir)]
     with trio.fail_after(20):
         return await trio.run_process(
             [*command, "--auth-secret", SECRET, *args],

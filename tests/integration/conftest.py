@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 @pytest.fixture
 def settings(tmp_path: Path) -> dict[str, object]:
     """Settings of the `server` fixture; a test may change them before using `server`."""
-    return {"port": 0, "data_dir": tmp_path, "auth_secret": SECRET}
+    return {"port": 0, "admin_port": 0, "data_dir": tmp_path, "auth_secret": SECRET}
 
 
 @pytest.fixture

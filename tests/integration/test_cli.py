@@ -33,7 +33,16 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 async def test_serve_prints_its_address_and_accepts_a_minted_token(tmp_path: Path) -> None:
     with trio.fail_after(20):
         process = await trio.lowlevel.open_process(
-            [os.path.join(BIN, "imcore"), "serve", "--port", "0", "--data-dir", str(tmp_path)],
+            [
+                os.path.join(BIN, "imcore"),
+                "serve",
+                "--port",
+                "0",
+                "--admin-port",
+                "0",
+                "--data-dir",
+                str(tmp_path),
+            ],
             stdout=subprocess.PIPE,
         )
         try:

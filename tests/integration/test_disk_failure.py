@@ -26,7 +26,7 @@ async def test_a_failing_disk_refuses_writes_and_keeps_serving_reads(
 ) -> None:
     # the segment's header takes one write and one fsync, each send one more
     files = FailingFiles(ok=4, on=on)
-    config = build({"port": 0, "data_dir": tmp_path, "auth_secret": SECRET})
+    config = build({"port": 0, "admin_port": 0, "data_dir": tmp_path, "auth_secret": SECRET})
     server: RunningServer = await nursery.start(partial(serve, config, files=files))
     with trio.fail_after(10):
         async with open_client(server, "alice") as alice, open_client(server, "bob") as bob:

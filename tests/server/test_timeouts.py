@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 async def start(nursery: trio.Nursery, tmp_path: Path, **settings: object) -> MemoryListener:
     listener = MemoryListener()
-    config = build({"data_dir": tmp_path, "auth_secret": SECRET, **settings})
+    config = build({"data_dir": tmp_path, "auth_secret": SECRET, "admin_port": 0, **settings})
 
     async def run(task_status: trio.TaskStatus[object]) -> None:
         await serve(config, listeners=[listener], files=InlineFiles(), task_status=task_status)
@@ -76,7 +76,7 @@ async def test_no_hello_within_the_timeout_closes_4001(
     nursery: trio.Nursery, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     listener = MemoryListener()
-    config = build({"data_dir": tmp_path, "auth_secret": SECRET})
+    config = build({"data_dir": tmp_path, "auth_secret": SECRET, "admin_port": 0})
     await nursery.start(
         lambda task_status: serve(config, listeners=[listener], task_status=task_status)
     )

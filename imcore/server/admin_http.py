@@ -1,0 +1,197 @@
+"""The admin HTTP port: Starlette routes served by hypercorn's trio worker in the server's
+own event loop; the views themselves are `imcore.admin_api`'s. Every endpoint but
+/healthz wants `Authorization: Bearer <token>` with claim `admin: true`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from prometheus_client import make_asgi_app
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from .. import __version__, admin_api
+from ..core import CloseCode, auth
+from ..core.errors import Unauthorized
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from .connection import Hub
+    from .snapshots import Snapshotter
+    from .wal import Wal
+
+Handler: TypeAlias = Callable[["Request"], Awaitable[JSONResponse]]
+MAX_PAGE = 1000
+
+
+class AdminState:
+    """What the admin endpoints read and act on."""
+
+    def __init__(self, hub: Hub, wal: Wal, snapshotter: Snapshotter, fsync: str) -> None:
+        self.hub, self.wal, self.snapshotter, self.fsync = hub, wal, snapshotter, fsync
+        self.started = time.monotonic()
+
+    def figures(self) -> admin_api.ServerFigures:
+        metrics = self.hub.metrics
+        return admin_api.ServerFigures(
+            version=__version__,
+            uptime_s=round(time.monotonic() - self.started, 3),
+            connections=len(self.hub.connections),
+            fsync=self.fsync,
+            wal_lsn=self.wal.durable_lsn,
+            wal_bytes=self.wal.bytes_written,
+            last_snapshot_lsn=self.snapshotter.last_lsn,
+            last_snapshot_s=round(self.snapshotter.last_duration_s, 3),
+            fsync_ms=metrics.write_percentiles_ms(),
+            sends_per_s=round(metrics.rates["sends"], 1),
+            deliveries_per_s=round(metrics.rates["deliveries"], 1),
+            loop_lag_ms=round(
+                (metrics.registry.get_sample_value("imcore_event_loop_lag_seconds") or 0) * 1000, 3
+            ),
+            read_only=self.hub.chat.read_only,
+        )
+
+
+def _authorized(request_headers: dict[str, str], hub: Hub) -> bool:
+    header = request_headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    try:
+        auth.verify_admin(token, hub.secret, now_ms=hub.now_ms())
+    except Unauthorized:
+        return False
+    return True
+
+
+def _guard(state: AdminState, handler: Handler) -> Handler:
+    async def guarded(request: Request) -> JSONResponse:
+        if not _authorized(dict(request.headers), state.hub):
+            return JSONResponse({"error": "unauthorized: an admin token is required"}, 401)
+        return await handler(request)
+
+    return guarded
+
+
+class _GuardedASGI:
+    """The same check for a mounted ASGI app (prometheus-client's /metrics)."""
+
+    def __init__(self, state: AdminState, app: ASGIApp) -> None:
+        self.state, self.app = state, app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+        if scope["type"] == "http" and not _authorized(headers, self.state.hub):
+            response = JSONResponse({"error": "unauthorized: an admin token is required"}, 401)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def build_app(state: AdminState) -> Starlette:
+    hub = state.hub
+
+    async def healthz(request: Request) -> JSONResponse:
+        if hub.chat.read_only:
+            return JSONResponse(
+                {"ok": False, "reason": "read-only: the log cannot be written"}, 503
+            )
+        return JSONResponse({"ok": True})
+
+    async def status(request: Request) -> JSONResponse:
+        return JSONResponse(admin_api.status(hub.chat, state.figures()))
+
+    async def conns(request: Request) -> JSONResponse:
+        offset = _int(request, "offset", 0)
+        limit = min(_int(request, "limit", 100), MAX_PAGE)
+        every = sorted(hub.connections, key=lambda c: c.session.id)
+        page = [_conn_view(c) for c in every[offset : offset + limit]]
+        return JSONResponse({"total": len(every), "offset": offset, "conns": page})
+
+    async def user(request: Request) -> JSONResponse:
+        user_id = request.path_params["user"]
+        devices = [_conn_view(c) for c in hub.fanout.conns_of((user_id,))]
+        return JSONResponse(admin_api.user(hub.chat, user_id, devices))
+
+    async def conversation(request: Request) -> JSONResponse:
+        view = admin_api.conversation(
+            hub.chat, request.path_params["conv"], _int(request, "last", 20)
+        )
+        if view is None:
+            return JSONResponse({"error": "no such conversation"}, 404)
+        return JSONResponse(view)
+
+    async def kick(request: Request) -> JSONResponse:
+        conns = hub.fanout.conns_of((request.path_params["user"],))
+        for conn in conns:
+            conn.outbox.close_nowait(CloseCode.REPLACED, "kicked by an operator", flush=False)
+        return JSONResponse({"kicked": len(conns)})
+
+    async def snapshot(request: Request) -> JSONResponse:
+        path = await state.snapshotter.take()
+        return JSONResponse({"lsn": state.snapshotter.last_lsn, "written": path is not None})
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/status", _guard(state, status)),
+        Route("/conns", _guard(state, conns)),
+        Route("/users/{user}", _guard(state, user)),
+        Route("/conversations/{conv}", _guard(state, conversation)),
+        Route("/kick/{user}", _guard(state, kick), methods=["POST"]),
+        Route("/snapshot", _guard(state, snapshot), methods=["POST"]),
+        Mount("/metrics", app=_GuardedASGI(state, make_asgi_app(registry=hub.metrics.registry))),
+    ]
+    return Starlette(routes=routes)
+
+
+def _int(request: Request, name: str, default: int) -> int:
+    try:
+        return max(0, int(request.query_params.get(name, default)))
+    except ValueError:
+        return default
+
+
+def _conn_view(conn: Any) -> dict[str, Any]:
+    session = conn.session
+    return {
+        "session": session.id,
+        "user": session.user or None,
+        "device": session.device or None,
+        "state": session.state.value,
+        "encoding": conn.codec.encoding.value,
+        "outbox": conn.outbox.statistics(),
+        "conversations": len(conn.attached),
+    }
+
+
+async def serve_admin(
+    app: Starlette,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the admin app until cancelled; `started(port)` once it listens."""
+    config = HypercornConfig()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+
+    async def bound(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        asgi: Any = app  # hypercorn's ASGI types are narrower than Starlette's signature
+        await hypercorn_serve(
+            asgi, config, shutdown_trigger=trio.sleep_forever, task_status=task_status
+        )
+
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(bound)
+        task_status.started(int(binds[0].rsplit(":", 1)[1]))
