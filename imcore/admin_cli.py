@@ -1,4 +1,10 @@
-"""`imcore-admin`: operator commands. `token` mints a client token offline."""
+"""`imcore-admin`: operator commands.
+
+Offline, on a data directory: `token`, `verify`, `wal dump`. Online, against the admin
+port: `status`, `conns`, `user`, `conv`, `kick`, `snapshot`, as aligned tables (rich) or
+`--json`. Exit codes: 0 ok, 1 damage or not found, 2 bad usage, 3 server unreachable,
+4 token refused.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,13 @@ import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
 
 from .core import Limits, auth
 from .core.errors import Invalid
@@ -27,8 +39,130 @@ def _token(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("IMCORE_AUTH_SECRET")
     if not secret:
         secret = load_or_create_secret(args.data_dir)
-    print(auth.mint(user, secret, now_ms=int(time.time() * 1000), ttl_s=args.ttl))
+    claims = {"admin": True} if args.admin else {}
+    print(auth.mint(user, secret, now_ms=int(time.time() * 1000), ttl_s=args.ttl, **claims))
     return 0
+
+
+class AdminError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _admin_token(args: argparse.Namespace) -> str:
+    token = args.token or os.environ.get("IMCORE_ADMIN_TOKEN")
+    if token:
+        return str(token)
+    secret = args.secret or os.environ.get("IMCORE_AUTH_SECRET")
+    if not secret:
+        path = args.data_dir / "secret"
+        if not path.exists():
+            raise AdminError("no admin token: pass --token, or --data-dir of the server", 2)
+        secret = path.read_text().strip()
+    return auth.mint("admin", secret, now_ms=int(time.time() * 1000), ttl_s=300, admin=True)
+
+
+def _call(args: argparse.Namespace, method: str, path: str) -> Any:
+    url = args.url.rstrip("/") + path
+    request = urllib.request.Request(url, method=method)
+    request.add_header("Authorization", f"Bearer {_admin_token(args)}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise AdminError(
+                "the admin token was refused (imcore-admin token --admin)", 4
+            ) from None
+        try:
+            message = json.load(exc).get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        raise AdminError(f"{method} {path}: {message}", 1) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise AdminError(
+            f"cannot reach the admin port at {args.url} ({reason}): is the server running?", 3
+        ) from None
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    return "" if value is None else str(value)
+
+
+def _pairs(title: str, data: dict[str, Any]) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key, value in data.items():
+        table.add_row(key, _cell(value))
+    return table
+
+
+def _online(args: argparse.Namespace) -> int:
+    console = Console()
+    try:
+        while True:
+            data = _call(args, *args.request(args))
+            if args.json:
+                print(json.dumps(data, indent=2))
+            else:
+                for table in args.render(data):
+                    console.print(table)
+            if not getattr(args, "watch", None):
+                return 0
+            time.sleep(args.watch)
+            if not args.json:
+                console.clear()
+    except AdminError as exc:
+        print(f"imcore-admin: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 0
+
+
+def _render_status(data: dict[str, Any]) -> list[Table]:
+    return [_pairs("imcore status", data)]
+
+
+def _render_conns(data: dict[str, Any]) -> list[Table]:
+    columns = ["session", "user", "device", "state", "encoding", "outbox", "conversations"]
+    title = (
+        f"connections {data['offset']}..{data['offset'] + len(data['conns'])} of {data['total']}"
+    )
+    return [_table(title, data["conns"], columns)]
+
+
+def _render_user(data: dict[str, Any]) -> list[Table]:
+    head = {k: data[k] for k in ("user", "online", "last_seen")}
+    devices = _table("devices", data["devices"], ["session", "device", "encoding", "outbox"])
+    convs = _table("conversations", data["convs"], ["conv", "head", "read", "unread", "floor"])
+    return [_pairs("user", head), devices, convs]
+
+
+def _render_conv(data: dict[str, Any]) -> list[Table]:
+    head = {k: data[k] for k in ("conv", "head", "floor")}
+    members = _table("members", data["members"], ["user", "role"])
+    events = _table(
+        "last events", data["last_events"], ["seq", "ts", "from", "cmid", "body", "sys"]
+    )
+    return [_pairs("conversation", head), members, events]
+
+
+def _render_done(data: dict[str, Any]) -> list[Table]:
+    return [_pairs("done", data)]
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -76,7 +210,56 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--data-dir", type=Path, default=Path("./data"))
     source.add_argument("--secret", help="the server's --auth-secret")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.add_argument("--admin", action="store_true", help="an operator's token (claim admin)")
     token.set_defaults(run=_token)
+    online = argparse.ArgumentParser(add_help=False)
+    online.add_argument(
+        "--url", default=os.environ.get("IMCORE_ADMIN_URL", "http://127.0.0.1:8766")
+    )
+    online.add_argument("--token", help="admin token (default: $IMCORE_ADMIN_TOKEN, else minted)")
+    online.add_argument("--data-dir", type=Path, default=Path("./data"), help="to mint a token")
+    online.add_argument("--secret", help="the server's --auth-secret, to mint a token")
+    online.add_argument("--json", action="store_true", help="machine-readable output")
+    views: list[tuple[str, str, Any, Any]] = [
+        ("status", "what the server is doing now", lambda a: ("GET", "/status"), _render_status),
+        (
+            "conns",
+            "live connections",
+            lambda a: ("GET", f"/conns?offset={a.offset}&limit={a.limit}"),
+            _render_conns,
+        ),
+        (
+            "user",
+            "a user's devices, presence and cursors",
+            lambda a: ("GET", f"/users/{a.user}"),
+            _render_user,
+        ),
+        (
+            "conv",
+            "a conversation's members and last events",
+            lambda a: ("GET", f"/conversations/{a.conv}"),
+            _render_conv,
+        ),
+        (
+            "kick",
+            "close a user's connections (4003)",
+            lambda a: ("POST", f"/kick/{a.user}"),
+            _render_done,
+        ),
+        ("snapshot", "write a snapshot now", lambda a: ("POST", "/snapshot"), _render_done),
+    ]
+    for name, help_text, request, render in views:
+        command = commands.add_parser(name, help=help_text, parents=[online])
+        if name in ("user", "kick"):
+            command.add_argument("user")
+        if name == "conv":
+            command.add_argument("conv")
+        if name == "conns":
+            command.add_argument("--offset", type=int, default=0)
+            command.add_argument("--limit", type=int, default=100)
+        if name == "status":
+            command.add_argument("--watch", type=float, metavar="N", help="refresh every N s")
+        command.set_defaults(run=_online, request=request, render=render)
     check = commands.add_parser("verify", help="check snapshots and the log offline")
     check.add_argument("--data-dir", type=Path, required=True)
     check.set_defaults(run=_verify)

@@ -115,7 +115,7 @@ class Committer:
                     if metrics is not None:
                         metrics.ack_seconds.observe(now - arrived)
             if metrics is not None:
-                metrics.sends.inc(sum(isinstance(r, Event) for r in records))
+                metrics.sends.inc(sum(isinstance(r, Event) and r.sys is None for r in records))
             if self.on_commit is not None:
                 self.on_commit()
 

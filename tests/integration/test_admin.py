@@ -1,0 +1,160 @@
+"""The admin port and `imcore-admin`'s online commands against a real server (spec §11)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+
+from imcore.core import auth
+from tests.helpers.client import open_client
+from tests.helpers.core import SECRET
+
+if TYPE_CHECKING:
+    from imcore.server import RunningServer
+
+BIN = os.path.dirname(sys.executable)
+DM = "dm:alice:bob"
+
+
+def admin_token(admin: bool = True) -> str:
+    import time
+
+    claims = {"admin": True} if admin else {}
+    return auth.mint("ops", SECRET, now_ms=int(time.time() * 1000), **claims)
+
+
+def fetch(server: RunningServer, method: str, path: str, token: str | None) -> tuple[int, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{server.admin_port}{path}", method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        body, status = exc.read(), exc.code
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode()
+
+
+async def call(server: RunningServer, method: str, path: str, token: str | None = "") -> Any:
+    return await trio.to_thread.run_sync(
+        fetch, server, method, path, admin_token() if token == "" else token
+    )
+
+
+async def admin_cli(server: RunningServer, *args: str, token: str | None = None) -> Any:
+    command = [os.path.join(BIN, "imcore-admin"), *args]
+    command += ["--url", f"http://127.0.0.1:{server.admin_port}", "--token", token or admin_token()]
+    return await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+
+
+async def traffic(server: RunningServer) -> None:
+    async with open_client(server, "alice") as alice:
+        for i in range(3):
+            await alice.request(op="send", conv=DM, cmid=f"m{i}", body=i)
+        await alice.request(op="group.create", conv="g:ops", members=["bob"], title="Ops")
+
+
+async def test_every_endpoint_answers_with_an_admin_token(server: RunningServer) -> None:
+    with trio.fail_after(20):
+        await traffic(server)
+        async with open_client(server, "bob", device="phone"):
+            assert await call(server, "GET", "/healthz", token=None) == (200, {"ok": True})
+            status, body = await call(server, "GET", "/status")
+            assert status == 200
+            assert (body["connections"], body["users_online"], body["conversations"]) == (1, 1, 2)
+            assert (body["events"], body["wal_lsn"], body["fsync"]) == (4, 4, "always")
+            assert set(body["fsync_ms"]) == {"p50", "p99", "max"}
+            status, conns = await call(server, "GET", "/conns?limit=10")
+            assert [c["user"] for c in conns["conns"]] == ["bob"]
+            status, user = await call(server, "GET", "/users/bob")
+            assert (user["online"], [d["device"] for d in user["devices"]]) == (True, ["phone"])
+            assert {c["conv"] for c in user["convs"]} == {DM, "g:ops"}
+            status, conv = await call(server, "GET", "/conversations/g:ops")
+            assert conv["members"] == [
+                {"user": "alice", "role": "owner"},
+                {"user": "bob", "role": "member"},
+            ]
+            assert conv["last_events"][0]["sys"]["type"] == "create"
+            assert (await call(server, "GET", "/conversations/g:nope"))[0] == 404
+            status, metrics = await call(server, "GET", "/metrics")
+            assert status == 200
+            assert 'imcore_frames_in_total{op="send"} 3.0' in metrics
+            assert "imcore_sends_total 3.0" in metrics
+            status, snap = await call(server, "POST", "/snapshot")
+            assert (status, snap["lsn"], snap["written"]) == (200, 4, True)
+        async with open_client(server, "bob", device="phone") as bob:
+            assert await call(server, "POST", "/kick/bob") == (200, {"kicked": 1})
+            assert await bob.closed_with() == 4003
+
+
+@pytest.mark.parametrize("token", [None, "garbage", "client"])
+async def test_without_an_admin_token_everything_but_healthz_is_401(
+    server: RunningServer, token: str | None
+) -> None:
+    bearer = admin_token(admin=False) if token == "client" else token
+    with trio.fail_after(10):
+        for method, path in [("GET", "/status"), ("GET", "/metrics"), ("POST", "/kick/x")]:
+            assert (await call(server, method, path, token=bearer))[0] == 401
+        assert (await call(server, "GET", "/healthz", token=bearer))[0] == 200
+
+
+async def test_cli_commands_in_table_and_json_form(server: RunningServer) -> None:
+    with trio.fail_after(60):
+        await traffic(server)
+        status = await admin_cli(server, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["conversations"] == 2
+        table = await admin_cli(server, "status")
+        assert b"imcore status" in table.stdout
+        assert b"conversations" in table.stdout
+        for args, expect in [
+            (("conns",), b"connections"),
+            (("user", "alice"), b"dm:alice:bob"),
+            (("conv", "g:ops"), b"owner"),
+            (("snapshot",), b"lsn"),
+            (("kick", "nobody"), b"kicked"),
+        ]:
+            shown = await admin_cli(server, *args)
+            assert shown.returncode == 0, shown.stderr
+            assert expect in shown.stdout
+            as_json = await admin_cli(server, *args, "--json")
+            assert as_json.returncode == 0
+            json.loads(as_json.stdout)
+        missing = await admin_cli(server, "conv", "g:nope")
+        assert missing.returncode == 1
+        assert b"no such conversation" in missing.stderr
+
+
+async def test_cli_says_clearly_when_the_server_is_down_or_the_token_wrong(
+    server: RunningServer,
+) -> None:
+    with trio.fail_after(30):
+        refused = await admin_cli(server, "status", token="not-a-token")
+        assert refused.returncode == 4
+        assert b"token was refused" in refused.stderr
+        down = await trio.run_process(
+            [
+                os.path.join(BIN, "imcore-admin"),
+                "status",
+                "--url",
+                "http://127.0.0.1:9",
+                "--token",
+                "x",
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        assert down.returncode == 3
+        assert b"is the server running?" in down.stderr
