@@ -21,11 +21,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from . import admin_api
 from .core import Limits, auth
 from .core.errors import Invalid
 from .core.ids import user_id
 from .core.wal_format import record_to_wire, scan_segment
-from .server.datadir import verify
+from .server.datadir import inspect, verify
 from .server.secret import load_or_create_secret
 from .server.wal import list_segments
 
@@ -189,6 +190,40 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir
+    if not (data_dir / "wal").is_dir() and not (data_dir / "snapshots").is_dir():
+        print(f"imcore-admin: no imcore data in {data_dir}", file=sys.stderr)
+        return 2
+    chat, report = inspect(data_dir, Limits())
+    data: Any
+    if args.user:
+        data, render = admin_api.user(chat, args.user, []), _render_user
+    elif args.conv:
+        data, render = admin_api.conversation(chat, args.conv, args.last), _render_conv
+        if data is None:
+            print(f"imcore-admin: no conversation {args.conv} in {data_dir}", file=sys.stderr)
+            return 1
+    else:
+        conversations = chat.conversation_ids()
+        data = {
+            "snapshot_lsn": report.snapshot_lsn,
+            "last_lsn": report.last_lsn,
+            "replayed": report.replayed,
+            "conversations": len(conversations),
+            "events": sum(len(chat.events(c)) for c in conversations),
+            "clock": chat.clock.value,
+            "damage": None if report.corrupt is None else report.corrupt[1].reason,
+        }
+        render = _render_status
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        for table in render(data):
+            Console().print(table)
+    return 1 if report.corrupt is not None else 0
+
+
 def _wal_dump(args: argparse.Namespace) -> int:
     for first, path in list_segments(args.data_dir / "wal"):
         scan = scan_segment(path.read_bytes(), first)
@@ -263,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("verify", help="check snapshots and the log offline")
     check.add_argument("--data-dir", type=Path, required=True)
     check.set_defaults(run=_verify)
+    peek = commands.add_parser("inspect", help="the state in a data directory, offline")
+    peek.add_argument("--data-dir", type=Path, required=True)
+    peek.add_argument("--user", help="one user's conversations and cursors")
+    peek.add_argument("--conv", help="one conversation's members and last events")
+    peek.add_argument("--last", type=int, default=20, help="events to show with --conv")
+    peek.add_argument("--json", action="store_true")
+    peek.set_defaults(run=_inspect)
     wal = commands.add_parser("wal", help="the write-ahead log, offline")
     wal_commands = wal.add_subparsers(dest="wal_command", required=True)
     dump = wal_commands.add_parser("dump", help="print every record, one JSON line each")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from functools import partial
@@ -12,6 +11,7 @@ import trio
 
 from . import __version__
 from .config import ConfigError, add_flags, load, toml_value
+from .logs import configure as configure_logs
 from .server import StartupError, serve
 
 
@@ -42,10 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"{key} = {toml_value(value)}")
         return 0
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logs(config.log_level, config.log_format)
     try:
         trio.run(partial(serve, config, repair=args.repair, handle_signals=True))
     except StartupError as exc:

@@ -41,6 +41,7 @@ class Config:
     admin_port: int = 8766
     shards: int = 16  # fan-out ordering domains
     log_level: str = "info"
+    log_format: str = "text"  # text (key=value) | json
     limits: Limits = field(default_factory=Limits)
 
     def to_flat(self) -> dict[str, Any]:
@@ -95,6 +96,10 @@ def _convert(key: str, raw: object) -> Any:
             raise ValueError("must be a string")
         if key == "fsync" and raw not in FSYNC_POLICIES:
             raise ValueError(f"must be one of {', '.join(FSYNC_POLICIES)}")
+        if key == "log_format" and raw not in ("text", "json"):
+            raise ValueError("must be text or json")
+        if key == "log_level" and raw.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("must be debug, info, warning or error")
         return raw
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {key!r}: {raw!r} {exc}") from None

@@ -102,6 +102,7 @@ class Connection:
         hub = self.hub
         hub.connections.add(self)
         hub.metrics.connections.inc()
+        opened = trio.current_time()
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
@@ -114,7 +115,21 @@ class Connection:
             hub.metrics.connections.dec()
             self.closed = True
             code = self.outbox.close_code
-            hub.metrics.closes.labels(str(int(code)) if code is not None else "by_client").inc()
+            closed_by = str(int(code)) if code is not None else "by_client"
+            hub.metrics.closes.labels(closed_by).inc()
+            log.info(
+                "close",
+                extra={
+                    "fields": {
+                        "session": self.session.id,
+                        "user": self.user or None,
+                        "device": self.device or None,
+                        "code": closed_by,
+                        "reason": self.outbox.close_reason if code is not None else None,
+                        "duration_ms": int((trio.current_time() - opened) * 1000),
+                    }
+                },
+            )
             # Nothing more is queued for a connection that is gone.
             self.outbox.on_close = None
             self.outbox.close_nowait(CloseCode.GOING_AWAY, "closed", flush=False)
@@ -222,6 +237,13 @@ class Connection:
                     hub.fanout.publish(deliveries)
                 case Opened(replaced):
                     old = hub.fanout.connect(self, hub.chat.convs_of(self.user))
+                    fields = {
+                        "session": self.session.id,
+                        "user": self.user,
+                        "device": self.device,
+                        "encoding": self.codec.encoding.value,
+                    }
+                    log.info("connect", extra={"fields": fields})
                     if replaced is not None and old is not None:
                         old.outbox.close_nowait(CloseCode.REPLACED, "replaced", flush=False)
                 case Close(code, reason):

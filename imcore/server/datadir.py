@@ -130,6 +130,23 @@ def open_state(data_dir: Path, limits: Limits, files: Files, *, repair: bool) ->
     return Recovered(chat, report, segment)
 
 
+def _recover_readonly(
+    data_dir: Path, limits: Limits, snapshot: Snapshot | None
+) -> tuple[Chat, RecoveryReport]:
+    """The state as a start would recover it, without changing a byte on disk."""
+    segments = list_segments(data_dir / "wal")
+    base = 0 if snapshot is None else snapshot.lsn
+    start = max([i for i, (first, _) in enumerate(segments) if first <= base + 1] or [0])
+    return recover(
+        limits, snapshot, [(first, path.read_bytes()) for first, path in segments[start:]]
+    )
+
+
+def inspect(data_dir: Path, limits: Limits) -> tuple[Chat, RecoveryReport]:
+    """The state a server would start with, for `imcore-admin inspect` (reads only)."""
+    return _recover_readonly(data_dir, limits, load_snapshot(data_dir / "snapshots"))
+
+
 def _truncate(path: Path, offset: int, files: Files) -> None:
     if offset < len(SEGMENT_MAGIC):
         files.remove(path)  # not even a whole header: nothing to keep
@@ -217,11 +234,7 @@ def verify(data_dir: Path, limits: Limits) -> Verification:
             damage.append(f"{path.name} at byte {scan.damage.offset}: torn before the end")
         else:
             damage.append(f"{path.name} at byte {scan.damage.offset}: {scan.damage.reason}")
-    base = 0 if newest is None else newest.lsn
-    start = max([i for i, (first, _) in enumerate(segments) if first <= base + 1] or [0])
-    chat, report = recover(
-        limits, newest, [(first, path.read_bytes()) for first, path in segments[start:]]
-    )
+    chat, report = _recover_readonly(data_dir, limits, newest)
     for conv in chat.conversation_ids():
         events = chat.events(conv)
         result.events += len(events)

@@ -158,3 +158,27 @@ async def test_cli_says_clearly_when_the_server_is_down_or_the_token_wrong(
         )
         assert down.returncode == 3
         assert b"is the server running?" in down.stderr
+
+
+async def test_offline_inspect_and_wal_dump_read_the_data_directory(
+    server: RunningServer, settings: dict[str, object]
+) -> None:
+    with trio.fail_after(60):
+        await traffic(server)
+        data_dir = str(settings["data_dir"])  # read-only views: safe beside a running server
+        inspect = [os.path.join(BIN, "imcore-admin"), "inspect", "--data-dir", data_dir]
+        shown = await trio.run_process([*inspect, "--json"], capture_stdout=True)
+        view = json.loads(shown.stdout)
+        assert (view["conversations"], view["events"], view["last_lsn"]) == (2, 4, 4)
+        assert view["damage"] is None
+        conv = await trio.run_process([*inspect, "--conv", "g:ops", "--json"], capture_stdout=True)
+        assert json.loads(conv.stdout)["members"][0] == {"user": "alice", "role": "owner"}
+        table = await trio.run_process([*inspect, "--user", "bob"], capture_stdout=True)
+        assert b"g:ops" in table.stdout
+        dump = await trio.run_process(
+            [os.path.join(BIN, "imcore-admin"), "wal", "dump", "--data-dir", data_dir],
+            capture_stdout=True,
+        )
+        records = [json.loads(line) for line in dump.stdout.splitlines()]
+        assert [r["lsn"] for r in records] == [1, 2, 3, 4]
+        assert records[3]["record"][0] == "g:ops"

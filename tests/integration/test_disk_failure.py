@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -52,3 +54,13 @@ async def test_a_failing_disk_refuses_writes_and_keeps_serving_reads(
             assert (await bob.request(op="ping"))["op"] == "pong"
             seqs = [m["seq"] for m in await bob.next_msgs(3)]
             assert seqs == [1, 2, 3]
+            health = await trio.to_thread.run_sync(healthz, server.admin_port)
+            assert health[0] == 503
+
+
+def healthz(port: int) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
