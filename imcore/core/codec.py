@@ -277,7 +277,7 @@ class Codec:
 
     def _group_role(self, m: dict[str, Any], fid: FrameId) -> GroupRole:
         role = m.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise Invalid('role must be "admin" or "member"')
         return GroupRole(
             conv=_group(m.get("conv")), user=ids.user_id(m.get("user")), role=role, id=fid
