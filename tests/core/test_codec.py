@@ -120,6 +120,7 @@ def test_unknown_op_keeps_the_id(codec: Codec) -> None:
         {"op": "group.add", "id": 1, "conv": "g:x", "users": []},
         {"op": "group.add", "id": 1, "conv": "g:x", "users": "bob"},
         {"op": "group.role", "id": 1, "conv": "g:x", "user": "b", "role": "owner"},
+        {"op": "group.role", "id": 1, "conv": "g:x", "user": "b", "role": ["admin"]},
         {"op": "read", "id": 1, "conv": "g:x"},
         {"op": "watch", "id": 1, "users": ["no way"]},
     ],

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from imcore.core import auth
 from tests.helpers.client import open_client
@@ -107,6 +108,31 @@ async def test_without_an_admin_token_everything_but_healthz_is_401(
         for method, path in [("GET", "/status"), ("GET", "/metrics"), ("POST", "/kick/x")]:
             assert (await call(server, method, path, token=bearer))[0] == 401
         assert (await call(server, "GET", "/healthz", token=bearer))[0] == 200
+
+
+async def test_metrics_parse_and_count_the_traffic(server: RunningServer) -> None:
+    with trio.fail_after(20):
+        async with open_client(server, "bob") as bob:
+            await traffic(server)  # 3 DMs and a group with bob: 4 events pushed to bob
+            await bob.next_msgs(4)
+            await bob.request(op="nonsense")
+        _status, text = await call(server, "GET", "/metrics")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("imcore_sends_total", ())] == 3
+    assert samples[("imcore_frames_in_total", (("op", "send"),))] == 3
+    assert samples[("imcore_frames_in_total", (("op", "group.create"),))] == 1
+    assert samples[("imcore_frames_in_total", (("op", "other"),))] == 1
+    assert samples[("imcore_errors_total", (("code", "unknown_op"),))] == 1
+    # alice's 3 DMs reach her and bob (2 each), the group's create reaches both too
+    assert samples[("imcore_deliveries_total", ())] == 8
+    assert samples[("imcore_fanout_recipients_count", ())] == 4
+    assert samples[("imcore_ack_seconds_count", ())] == 4
+    assert samples[("imcore_fsync_seconds_count", ())] >= 1
+    assert samples[("imcore_closes_total", (("code", "by_client"),))] == 2
 
 
 async def test_cli_commands_in_table_and_json_form(server: RunningServer) -> None:
