@@ -205,13 +205,13 @@ def _inspect(args: argparse.Namespace) -> int:
             print(f"imcore-admin: no conversation {args.conv} in {data_dir}", file=sys.stderr)
             return 1
     else:
-        conversations = chat.conversation_ids()
+        conversations, events = chat.retained()
         data = {
             "snapshot_lsn": report.snapshot_lsn,
             "last_lsn": report.last_lsn,
             "replayed": report.replayed,
-            "conversations": len(conversations),
-            "events": sum(len(chat.events(c)) for c in conversations),
+            "conversations": conversations,
+            "events": events,
             "clock": chat.clock.value,
             "damage": None if report.corrupt is None else report.corrupt[1].reason,
         }

@@ -336,6 +336,11 @@ class Chat:
         c = self._convs.get(conv)
         return [] if c is None else list(c.events.values())
 
+    def retained(self) -> tuple[int, int]:
+        """(conversations with events, events retained in all of them), without copying."""
+        live = [c for c in self._convs.values() if c.head > 0]
+        return len(live), sum(len(c.events) for c in live)
+
     def events_from(self, conv: str, first: int) -> list[Event]:
         """The retained events of `conv` from seq `first` on (for resends)."""
         c = self._convs.get(conv)
