@@ -73,7 +73,8 @@ def load_snapshot(directory: Path) -> Snapshot | None:
         try:
             return decode(path.read_bytes())
         except (SnapshotError, OSError) as exc:
-            log.warning("snapshot %s is unusable (%s); trying an older one", path.name, exc)
+            fields = {"file": path.name, "error": str(exc), "next": "an older snapshot"}
+            log.warning("snapshot unusable", extra={"fields": fields})
         del lsn
     return None
 
@@ -107,12 +108,8 @@ def open_state(data_dir: Path, limits: Limits, files: Files, *, repair: bool) ->
         _repair(paths, first, damage.offset, report, files)
     if report.torn is not None:
         first, torn = report.torn
-        log.warning(
-            "torn tail in %s: dropped %d bytes after the last whole record (lsn %d)",
-            paths[first].name,
-            torn.dropped,
-            report.last_lsn,
-        )
+        fields = {"file": paths[first].name, "dropped_bytes": torn.dropped, "lsn": report.last_lsn}
+        log.warning("torn tail truncated", extra={"fields": fields})
         _truncate(paths[first], torn.offset, files)
     segment = None
     remaining = list_segments(data_dir / "wal")
@@ -120,13 +117,13 @@ def open_state(data_dir: Path, limits: Limits, files: Files, *, repair: bool) ->
         first, path = remaining[-1]
         if path.exists():
             segment = (first, path.stat().st_size)
-    log.info(
-        "recovered snapshot_lsn=%d replayed=%d last_lsn=%d conversations=%d",
-        report.snapshot_lsn,
-        report.replayed,
-        report.last_lsn,
-        len(chat.conversation_ids()),
-    )
+    fields = {
+        "snapshot_lsn": report.snapshot_lsn,
+        "replayed": report.replayed,
+        "last_lsn": report.last_lsn,
+        "conversations": len(chat.conversation_ids()),
+    }
+    log.info("recovered", extra={"fields": fields})
     return Recovered(chat, report, segment)
 
 
@@ -167,16 +164,15 @@ def _repair(
         lost_records += len(scan_segment(later_path.read_bytes(), later).records)
         files.remove(later_path)
     _truncate(path, offset, files)
-    log.warning(
-        "repair: truncated %s at byte %d; lost %d bytes, including %d readable records in "
-        "%d later segment(s); the log now ends at lsn %d",
-        path.name,
-        offset,
-        lost_bytes,
-        lost_records,
-        len(report.unread_segments),
-        report.last_lsn,
-    )
+    fields = {
+        "file": path.name,
+        "at_byte": offset,
+        "lost_bytes": lost_bytes,
+        "lost_records_in_later_segments": lost_records,
+        "later_segments_deleted": len(report.unread_segments),
+        "last_lsn": report.last_lsn,
+    }
+    log.warning("repair truncated the log", extra={"fields": fields})
     report.corrupt = None
     report.torn = None
 

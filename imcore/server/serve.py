@@ -176,7 +176,7 @@ async def serve(
                     await wal.sync()
                     await snapshotter.take()
                 except OSError as exc:
-                    log.error("shutdown could not finish writing: %s", exc)
+                    log.error("shutdown could not finish", extra={"fields": {"error": str(exc)}})
             services.cancel_scope.cancel()
             del running
         log.info("stopped")
@@ -199,7 +199,7 @@ def connection_limit(configured: int) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    log.info("open files: soft limit %d raised to the hard limit %d", soft, hard)
+    log.info("open files", extra={"fields": {"soft_limit_was": soft, "hard_limit": hard}})
     fit = max(1, hard - FD_RESERVE)
     return min(configured, fit) if configured else fit
 
@@ -234,14 +234,13 @@ async def _serve_connections(
         if handle_signals:
             connections.start_soon(_stop_on_signal, running.stop)
         print(f"imcore listening on ws://{config.host}:{port}{WS_PATH}", flush=True)
-        log.info(
-            "listening host=%s port=%d admin=%s:%d fsync=%s",
-            config.host,
-            port,
-            config.admin_host,
-            admin_port,
-            config.fsync,
-        )
+        fields = {
+            "host": config.host,
+            "port": port,
+            "admin": f"{config.admin_host}:{admin_port}",
+            "fsync": config.fsync,
+        }
+        log.info("listening", extra={"fields": fields})
         task_status.started(running)
         await running.stop.wait()
         accepting.cancel()

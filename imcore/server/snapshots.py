@@ -95,7 +95,8 @@ class Snapshotter:
                 try:
                     await self.take()
                 except OSError as exc:
-                    log.error("snapshot failed: %s (the log still holds everything)", exc)
+                    fields = {"error": str(exc), "note": "the log still holds everything"}
+                    log.error("snapshot failed", extra={"fields": fields})
 
     async def take(self) -> Path | None:
         """Write a snapshot of the committed state now. Returns its path (None if no change)."""
@@ -123,14 +124,14 @@ class Snapshotter:
             if self.on_snapshot is not None:
                 self.on_snapshot(self.last_duration_s)
             deleted = await run_blocking(self.files, self._prune)
-            log.info(
-                "snapshot lsn=%d conversations=%d bytes=%d duration_ms=%d wal_segments_deleted=%d",
-                lsn,
-                len(conversations),
-                path.stat().st_size,
-                self.last_duration_s * 1000,
-                deleted,
-            )
+            fields = {
+                "lsn": lsn,
+                "conversations": len(conversations),
+                "bytes": path.stat().st_size,
+                "duration_ms": int(self.last_duration_s * 1000),
+                "wal_segments_deleted": deleted,
+            }
+            log.info("snapshot", extra={"fields": fields})
             return path
 
     def _write(self, lsn: int, pieces: list[bytes]) -> Path:

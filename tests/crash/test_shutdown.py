@@ -33,7 +33,7 @@ async def test_sigterm_during_load_exits_0_and_keeps_every_acked_send(tmp_path: 
             code, log = await server.exit()
             assert code == 0, log
             assert trio.current_time() - stopping < 10
-            assert "snapshot lsn=" in log
+            assert "msg=snapshot lsn=" in log
             running = await server.start()
             await check(running, ledger)
             assert len(ledger.acked) > 50
