@@ -25,9 +25,10 @@ LISTENING = re.compile(rb"imcore listening on ws://([\d.]+):(\d+)/ws\n")
 class ServerProcess:
     """One `imcore serve` subprocess on `data_dir`."""
 
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, secret: str | None = SECRET) -> None:
+        """`secret=None`: the server makes its own in `<data_dir>/secret`."""
         self.data_dir = data_dir
-        self.args = args
+        self.args = (*(("--auth-secret", secret) if secret else ()), *args)
         self.process: trio.Process | None = None
         self.stderr = b""
 
@@ -42,8 +43,6 @@ class ServerProcess:
             "0",
             "--data-dir",
             str(self.data_dir),
-            "--auth-secret",
-            SECRET,
             *self.args,
         ]
         self.process = await trio.lowlevel.open_process(

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from typing import TYPE_CHECKING
 
 import trio
 
-from imcore.server import RunningServer
 from tests.helpers.client import Client, open_ws
+from tests.helpers.process import ServerProcess
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,40 +30,20 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 async def test_serve_prints_its_address_and_accepts_a_minted_token(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, secret=None)
     with trio.fail_after(20):
-        process = await trio.lowlevel.open_process(
-            [
-                os.path.join(BIN, "imcore"),
-                "serve",
-                "--port",
-                "0",
-                "--admin-port",
-                "0",
-                "--data-dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.PIPE,
-        )
         try:
-            assert process.stdout is not None
-            line = b""
-            while not line.endswith(b"\n"):
-                line += await process.stdout.receive_some(1)
-            match = re.fullmatch(r"imcore listening on ws://127\.0\.0\.1:(\d+)/ws\n", line.decode())
-            assert match, line
+            running = await server.start()  # it waits for the listening line
             assert (tmp_path / "secret").stat().st_mode & 0o777 == 0o600
-
             minted = run("imcore-admin", "token", "alice", "--data-dir", str(tmp_path))
             assert minted.returncode == 0, minted.stderr
-            server = RunningServer("127.0.0.1", int(match.group(1)))
-            async with open_ws(server) as ws:
+            async with open_ws(running) as ws:
                 client = Client(ws, "imcore.v1.json")
                 hello = {"v": 1, "token": minted.stdout.strip(), "device": "cli"}
                 welcome = await client.request(op="hello", **hello)
                 assert (welcome["op"], welcome["user"]) == ("welcome", "alice")
         finally:
-            process.kill()
-            await process.wait()
+            await server.aclose()
 
 
 def test_settings_come_from_flags_over_environment_over_file(tmp_path: Path) -> None:
