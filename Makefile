@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv serve test lint clean
+.PHONY: venv serve test lint loadtest clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,13 @@ lint: venv
 
 test: lint
 	$(BIN)/pytest
+
+# A server on a temporary data dir, locust headless against it, a summary; reports in
+# loadtests/out/. `make loadtest USERS=1000 SECONDS=120` for a bigger run.
+USERS ?= 200
+SECONDS ?= 60
+loadtest: venv
+	$(BIN)/python tools/loadtest.py --users $(USERS) --seconds $(SECONDS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
