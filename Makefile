@@ -27,11 +27,11 @@ test: lint
 	$(BIN)/pytest
 
 # A server on a temporary data dir, locust headless against it, a summary; reports in
-# loadtests/out/. `make loadtest USERS=1000 SECONDS=120` for a bigger run.
+# loadtests/out/. `make loadtest USERS=1000 DURATION=120` for a bigger run.
 USERS ?= 200
-SECONDS ?= 60
+DURATION ?= 60
 loadtest: venv
-	$(BIN)/python tools/loadtest.py --users $(USERS) --seconds $(SECONDS)
+	$(BIN)/python tools/loadtest.py --users $(USERS) --seconds $(DURATION)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -33,7 +33,7 @@ from .server.wal import list_segments
 
 def _token(args: argparse.Namespace) -> int:
     try:
-        user = user_id(args.user)
+        users = [user_id(u) for u in args.user]
     except Invalid as exc:
         print(f"imcore-admin: {exc.message}", file=sys.stderr)
         return 2
@@ -41,7 +41,12 @@ def _token(args: argparse.Namespace) -> int:
     if not secret:
         secret = load_or_create_secret(args.data_dir)
     claims = {"admin": True} if args.admin else {}
-    print(auth.mint(user, secret, now_ms=int(time.time() * 1000), ttl_s=args.ttl, **claims))
+    now_ms = int(time.time() * 1000)
+    tokens = {u: auth.mint(u, secret, now_ms=now_ms, ttl_s=args.ttl, **claims) for u in users}
+    if args.json:
+        print(json.dumps(tokens, indent=2))
+    else:
+        print("\n".join(tokens.values()))
     return 0
 
 
@@ -240,12 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imcore-admin", description="imcore operator tool")
     commands = parser.add_subparsers(dest="command", required=True)
     token = commands.add_parser("token", help="mint a client token (offline)")
-    token.add_argument("user")
+    token.add_argument("user", nargs="+", help="one token a line, in order")
     source = token.add_mutually_exclusive_group()
     source.add_argument("--data-dir", type=Path, default=Path("./data"))
     source.add_argument("--secret", help="the server's --auth-secret")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     token.add_argument("--admin", action="store_true", help="an operator's token (claim admin)")
+    token.add_argument("--json", action="store_true", help="a JSON map of user to token")
     token.set_defaults(run=_token)
     online = argparse.ArgumentParser(add_help=False)
     online.add_argument(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import trio
 
+from imcore.core import auth
 from tests.helpers.client import Client, open_ws
 from tests.helpers.process import ServerProcess
 
@@ -75,3 +78,11 @@ def test_token_refuses_a_bad_user_id(tmp_path: Path) -> None:
     bad = run("imcore-admin", "token", "no way", "--secret", "s" * 32)
     assert bad.returncode == 2
     assert "user" in bad.stderr
+
+
+def test_token_mints_a_map_for_a_tokens_file(tmp_path: Path) -> None:
+    minted = run("imcore-admin", "token", "--json", "u0", "u1", "--secret", "s" * 32)
+    assert minted.returncode == 0, minted.stderr
+    tokens = json.loads(minted.stdout)
+    assert set(tokens) == {"u0", "u1"}
+    assert auth.verify(tokens["u1"], "s" * 32, now_ms=int(time.time() * 1000)) == "u1"
