@@ -53,8 +53,12 @@ def run(users: int, seconds: int, spawn_rate: int, out: Path = OUT) -> dict[str,
         started = time.time()
         cpu0 = server.cpu_seconds()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        locust = subprocess.Popen(pinned("1", command), env=env)
-        code = locust.wait()
+        try:
+            locust = subprocess.Popen(pinned("1", command), env=env)
+            code = locust.wait()
+        except BaseException:
+            server.stop()
+            raise
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         locust_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         server_cpu = server.cpu_seconds() - cpu0

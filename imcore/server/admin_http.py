@@ -177,10 +177,12 @@ async def serve_admin(
     app: Starlette,
     host: str,
     port: int,
+    stop: trio.Event,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the admin app until cancelled; `started(port)` once it listens."""
+    """Serve the admin app until `stop` is set (then shut down cleanly) or cancelled;
+    `started(port)` once it listens."""
     config = HypercornConfig()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
@@ -188,9 +190,7 @@ async def serve_admin(
 
     async def bound(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         asgi: Any = app  # hypercorn's ASGI types are narrower than Starlette's signature
-        await hypercorn_serve(
-            asgi, config, shutdown_trigger=trio.sleep_forever, task_status=task_status
-        )
+        await hypercorn_serve(asgi, config, shutdown_trigger=stop.wait, task_status=task_status)
 
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(bound)

@@ -161,9 +161,21 @@ async def serve(
             await services.start(snapshotter.run)
             services.start_soon(_probe_loop_lag, metrics)
             admin = build_app(AdminState(hub, wal, snapshotter, config.fsync))
-            admin_port = await services.start(
-                serve_admin, admin, config.admin_host, config.admin_port
-            )
+            admin_stop, admin_done = trio.Event(), trio.Event()
+
+            async def run_admin(*, task_status: trio.TaskStatus[int]) -> None:
+                try:
+                    await serve_admin(
+                        admin,
+                        config.admin_host,
+                        config.admin_port,
+                        admin_stop,
+                        task_status=task_status,
+                    )
+                finally:
+                    admin_done.set()
+
+            admin_port = await services.start(run_admin)
             if config.fsync == "interval":
                 services.start_soon(wal.run_interval_sync, config.fsync_interval_ms)
             running = await _serve_connections(
@@ -177,6 +189,9 @@ async def serve(
                     await snapshotter.take()
                 except OSError as exc:
                     log.error("shutdown could not finish", extra={"fields": {"error": str(exc)}})
+                admin_stop.set()  # let hypercorn close its side before the rest is cancelled
+                with trio.move_on_after(2):
+                    await admin_done.wait()
             services.cancel_scope.cancel()
             del running
         log.info("stopped")

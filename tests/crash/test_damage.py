@@ -65,7 +65,7 @@ async def test_a_flipped_bit_mid_log_is_refused_then_repaired(tmp_path: Path) ->
         finally:
             repaired.terminate()
             code, log = await repaired.exit()
-        assert code == 0
+        assert code == 0, log
         assert "repair truncated the log" in log
         assert "lost_bytes=" in log
         verified = await run_admin("verify", "--data-dir", str(tmp_path))
@@ -89,7 +89,7 @@ async def test_a_torn_tail_is_dropped_with_a_warning(tmp_path: Path) -> None:
         finally:
             again.terminate()
             code, log = await again.exit()
-        assert code == 0
+        assert code == 0, log
         assert "torn tail truncated" in log
         assert "dropped_bytes=17" in log
 
@@ -102,7 +102,8 @@ async def test_a_damaged_snapshot_falls_back_to_the_previous_one(tmp_path: Path)
                 await send_some(await server.start(), start, 5)
             finally:
                 server.terminate()
-                assert (await server.exit())[0] == 0
+                code, log = await server.exit()
+                assert code == 0, log
         snapshots = list_snapshots(tmp_path / "snapshots")
         assert len(snapshots) == 2
         newest = snapshots[-1][1]
@@ -113,7 +114,7 @@ async def test_a_damaged_snapshot_falls_back_to_the_previous_one(tmp_path: Path)
         finally:
             server.terminate()
             code, log = await server.exit()
-        assert code == 0
+        assert code == 0, log
         assert "snapshot unusable" in log
 
 
@@ -127,4 +128,5 @@ async def test_a_second_server_on_the_same_directory_refuses_to_start(tmp_path: 
             assert b"another imcore server is running" in second.stderr
         finally:
             server.terminate()
-            assert (await server.exit())[0] == 0
+            code, log = await server.exit()
+            assert code == 0, log
