@@ -7,6 +7,7 @@ protocol decisions are the core's; this module only moves bytes and time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from functools import partial
 from typing import TYPE_CHECKING
@@ -106,7 +107,7 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
-                self.outbox.on_close = partial(nursery.start_soon, self._close_deadline)
+                self.outbox.on_close = partial(self._start_close_deadline, nursery)
                 nursery.start_soon(self._read)
                 nursery.start_soon(self._write)
                 nursery.start_soon(self._watchdog, nursery)
@@ -207,6 +208,11 @@ class Connection:
                     else:
                         self._carry_out([effect])
             self._carry_out(session.resend(hub.now_ms()))
+
+    def _start_close_deadline(self, nursery: trio.Nursery) -> None:
+        # RuntimeError: the connection's tasks have all ended, so it is closing already.
+        with contextlib.suppress(RuntimeError):
+            nursery.start_soon(self._close_deadline)
 
     async def _close_deadline(self) -> None:
         """A close was decided: a client that does not read cannot even get the close
