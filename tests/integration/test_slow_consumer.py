@@ -18,13 +18,13 @@ if TYPE_CHECKING:
 G = "g:flood"
 MEMBERS = 12
 MESSAGES = 600
-BODY_PAD = "x" * 1500
+BODY_PAD = "x" * 4000  # the storm must outgrow the stalled reader's outbox and socket buffers
 
 
 @pytest.fixture
 def small_outboxes(settings: dict[str, object]) -> dict[str, object]:
     settings.update(
-        outbox_frames=200, outbox_bytes=128 * 1024, send_rate=100_000, send_burst=100_000
+        outbox_frames=1000, outbox_bytes=1024 * 1024, send_rate=100_000, send_burst=100_000
     )
     return settings
 
@@ -87,7 +87,11 @@ async def test_a_reader_that_stalls_is_closed_4008_and_loses_nothing(
             await slow_stack.aclose()
             async with open_client(server, "slow") as back:
                 (summary,) = back.welcome["convs"]
-                batch = await back.request(op="sync", conv=G, limit=MESSAGES)  # the newest
-                storm = [m["body"]["tag"] for m in batch["msgs"]]
+                head, after, storm = summary["head"], summary["head"] - MESSAGES, []
+                while after < head:  # pages that fit a client's 1 MiB frames
+                    batch = await back.request(op="sync", conv=G, after=after, limit=100)
+                    assert batch["msgs"], batch
+                    storm += [m["body"]["tag"] for m in batch["msgs"]]
+                    after = batch["msgs"][-1]["seq"]
                 assert storm == ["storm"] * MESSAGES
                 assert summary["head"] == batch["head"]
