@@ -113,6 +113,3 @@ class Presence:
     def online_count(self) -> int:
         """Users with at least one live device."""
         return len(self._live)
-
-    def devices(self, user: str) -> int:
-        return len(self._live.get(user, ()))

@@ -67,8 +67,6 @@ class Committer:
         self._lot = trio.lowlevel.ParkingLot()
         self._idle = trio.lowlevel.ParkingLot()
         self._busy = False
-        self.batches = 0
-        self.records = 0
 
     def submit_nowait(self, outcome: Outcome, conn: Connection) -> None:
         self._queue.append((outcome, conn, time.perf_counter()))
@@ -101,8 +99,6 @@ class Committer:
                 for outcome, conn, _ in batch:
                     conn.send(conn.session.refuse(outcome))
                 continue
-            self.batches += 1
-            self.records += len(records)
             publish, metrics = self.fanout.publish, self.metrics
             now = time.perf_counter()
             for outcome, conn, arrived in batch:

@@ -71,9 +71,6 @@ class Shard:
         if len(self._ops) == 1:
             self._lot.unpark_all()
 
-    def backlog(self) -> int:
-        return len(self._ops)
-
     def _attach(self, conv: str, conn: Connection) -> None:
         if conn.closed:
             return
@@ -222,6 +219,3 @@ class Fanout:
     def sessions_of(self, sessions: Iterable[str]) -> list[Connection]:
         by_session = self._by_session
         return [c for s in sessions if (c := by_session.get(s)) is not None]
-
-    def connection_count(self) -> int:
-        return len(self._by_session)

@@ -72,7 +72,6 @@ class Snapshotter:
         existing = list_snapshots(directory)
         self.last_lsn = existing[-1][0] if existing else 0
         self.last_duration_s = 0.0
-        self.taken = 0
         self._lock = trio.Lock()
         self._wakeup = trio.Event()
         self.on_snapshot: Callable[[float], None] | None = None  # told each one's duration
@@ -120,7 +119,6 @@ class Snapshotter:
             path = await run_blocking(self.files, self._write, lsn, pieces)
             self.last_lsn = lsn
             self.last_duration_s = time.monotonic() - started
-            self.taken += 1
             if self.on_snapshot is not None:
                 self.on_snapshot(self.last_duration_s)
             deleted = await run_blocking(self.files, self._prune)
