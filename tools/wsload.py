@@ -39,6 +39,11 @@ class RawWebSocket:
         self.closed_code: int | None = None
         self.answer_pings = True
         self.pings = 0
+        self._sending = trio.StrictFIFOLock()  # pongs from the reader, sends from the sender
+
+    async def _send_all(self, data: bytes) -> None:
+        async with self._sending:
+            await self.stream.send_all(data)
 
     @classmethod
     async def connect(
@@ -78,10 +83,10 @@ class RawWebSocket:
         return cls(stream, rest)
 
     async def send(self, payload: bytes, opcode: int = OP_BINARY) -> None:
-        await self.stream.send_all(client_frame(payload, opcode))
+        await self._send_all(client_frame(payload, opcode))
 
     async def send_many(self, payloads: list[bytes], opcode: int = OP_BINARY) -> None:
-        await self.stream.send_all(b"".join(client_frame(p, opcode) for p in payloads))
+        await self._send_all(b"".join(client_frame(p, opcode) for p in payloads))
 
     async def receive(self) -> list[bytes]:
         """Every whole data message available after at least one more read.
@@ -92,7 +97,7 @@ class RawWebSocket:
         while True:
             messages, pongs = self._parse()
             if pongs:
-                await self.stream.send_all(pongs)
+                await self._send_all(pongs)
             if messages:
                 return messages
             if self.closed_code is not None:

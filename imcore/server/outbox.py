@@ -64,6 +64,21 @@ class Outbox:
         if len(items) == 1:
             self._lot.unpark_all()
 
+    def put_many(self, payloads: list[Payload], size: int) -> None:
+        """Queue several encoded frames of `size` bytes in all, as `put_nowait` each would."""
+        if self.close_code is not None:
+            return
+        items = self._items
+        was_empty = not items
+        over_bytes = self._bytes + size > self.max_bytes and (items or len(payloads) > 1)
+        if len(items) + len(payloads) > self.max_frames or over_bytes:
+            self.close_nowait(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
+            return
+        items.extend(payloads)
+        self._bytes += size
+        if was_empty:
+            self._lot.unpark_all()
+
     def close_nowait(self, code: CloseCode, reason: str, *, flush: bool = True) -> None:
         """Ask the writer to close with `code`: after what is queued, or at once if not `flush`."""
         if self.close_code is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -40,6 +41,16 @@ class FakeConnection:
 
     def frames(self) -> list[Any]:
         return list(self.outbox._items)
+
+
+class CountingOutbox(Outbox):
+    def __init__(self, max_frames: int, max_bytes: int) -> None:
+        super().__init__(max_frames, max_bytes)
+        self.puts: list[int] = []
+
+    def put_many(self, payloads: list[bytes], size: int) -> None:
+        self.puts.append(len(payloads))
+        super().put_many(payloads, size)
 
 
 def event(seq: int, sys: SysChange | None = None) -> Event:
@@ -120,3 +131,25 @@ async def test_audiences_by_user_and_excluding_the_origin(nursery: trio.Nursery)
     fanout.publish(Deliveries(G, receipt, Audience(users=frozenset({"b"}))))
     await trio.testing.wait_all_tasks_blocked()
     assert (len(phone.frames()), len(laptop.frames()), len(peer.frames())) == (0, 1, 2)
+
+
+async def test_a_backlog_of_one_conversation_reaches_each_recipient_in_one_put(
+    nursery: trio.Nursery,
+) -> None:
+    fanout = await started(nursery)
+    a, b = FakeConnection("a"), FakeConnection("b", codec_index=0)
+    fanout.connect(as_conn(a), [G])
+    await trio.testing.wait_all_tasks_blocked()
+    a.outbox = outbox = CountingOutbox(100, 1 << 20)
+    fanout.publish(Deliveries(G, event(1)))
+    fanout.publish(Deliveries(G, event(2)))
+    add = SysChange(type="add", users=("b",))
+    fanout.publish(Deliveries(G, event(3, add), joined=("b",)))  # ends the run
+    for seq in (4, 5, 6):
+        fanout.publish(Deliveries(G, event(seq)))
+    fanout.connect(as_conn(b), [])
+    await trio.testing.wait_all_tasks_blocked()
+    assert [json.loads(f[f.index(b"{") :])["seq"] for f in a.frames()] == [1, 2, 3, 4, 5, 6]
+    assert outbox.puts == [2, 3]  # the membership change was pushed on its own
+    assert len(b.frames()) == 4  # from the event that added b
+    assert a.session.pushes == [(G, 1), (G, 3), (G, 4)]

@@ -1,0 +1,159 @@
+"""The floor: a minimal trio WebSocket server that does only the socket work of a benchmark.
+
+    python tools/floor.py [--port 0]
+
+Prints `floor listening on ws://127.0.0.1:PORT/ws` and serves until killed. A client joins
+the room named in its path (`/ws?room=g1`). Each data message it sends is answered with a
+small fixed ack, and its payload is framed once and queued for every member of the room,
+the sender included (as imcore pushes to the sending connection too). One writer task
+per connection writes everything queued in one `send_all`; one reader
+task parses and unmasks frames. No protocol, no validation, no ordering, no durability:
+what imcore does beyond this is what the benchmarks measure as the ratio to this floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import resource
+import struct
+import sys
+from collections import deque
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cbor2
+from wsload import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
+    n = len(payload)
+    if n < 126:
+        return bytes((0x80 | opcode, n)) + payload
+    if n < 1 << 16:
+        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
+
+
+ACK = frame(cbor2.dumps({"op": "ack", "id": 0}))
+
+
+class Conn:
+    __slots__ = ("lot", "queue", "room", "stream")
+
+    def __init__(self, stream: trio.SocketStream, room: set[Conn]) -> None:
+        self.stream = stream
+        self.room = room
+        self.queue: deque[bytes] = deque()
+        self.lot = trio.lowlevel.ParkingLot()
+
+    def put(self, data: bytes) -> None:
+        self.queue.append(data)
+        if len(self.queue) == 1:
+            self.lot.unpark_all()
+
+    async def write(self) -> None:
+        queue = self.queue
+        while True:
+            while not queue:
+                await self.lot.park()
+            data = b"".join(queue)
+            queue.clear()
+            await self.stream.send_all(data)
+
+    async def read(self, buf: bytearray) -> None:
+        while True:
+            pos = 0
+            while len(buf) - pos >= 6:
+                b0, b1 = buf[pos], buf[pos + 1]
+                n, head = b1 & 0x7F, 2
+                if n == 126:
+                    if len(buf) - pos < 8:
+                        break
+                    n, head = struct.unpack_from("!H", buf, pos + 2)[0], 4
+                elif n == 127:
+                    if len(buf) - pos < 14:
+                        break
+                    n, head = struct.unpack_from("!Q", buf, pos + 2)[0], 10
+                if len(buf) - pos < head + 4 + n:
+                    break
+                mask = bytes(buf[pos + head : pos + head + 4]) * (n // 4 + 1)
+                start = pos + head + 4
+                raw = int.from_bytes(buf[start : start + n], "big")
+                payload = (raw ^ int.from_bytes(mask[:n], "big")).to_bytes(n, "big")
+                pos = start + n
+                opcode = b0 & 0x0F
+                if opcode in (OP_TEXT, OP_BINARY):
+                    self.put(ACK)
+                    push = frame(payload, opcode)  # once per message
+                    for member in self.room:  # the sender too, as imcore does
+                        member.put(push)
+                elif opcode == OP_PING:
+                    self.put(frame(payload, OP_PONG))
+                elif opcode == OP_CLOSE:
+                    return
+            del buf[:pos]
+            chunk = await self.stream.receive_some(1 << 18)
+            if not chunk:
+                return
+            buf += chunk
+
+
+rooms: dict[str, set[Conn]] = {}
+
+
+async def handle(stream: trio.SocketStream) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    path = lines[0].split()[1]
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    accept = base64.b64encode(hashlib.sha1(headers["sec-websocket-key"].encode() + GUID).digest())
+    reply = [
+        "HTTP/1.1 101 Switching Protocols",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Accept: {accept.decode()}",
+    ]
+    if "sec-websocket-protocol" in headers:
+        reply.append(f"Sec-WebSocket-Protocol: {headers['sec-websocket-protocol'].split(',')[0]}")
+    await stream.send_all(("\r\n".join(reply) + "\r\n\r\n").encode())
+    name = path.partition("room=")[2].partition("&")[0]
+    room = rooms.setdefault(name, set())
+    conn = Conn(stream, room)
+    room.add(conn)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.write)
+            await conn.read(bytearray(rest))
+            nursery.cancel_scope.cancel()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        room.discard(conn)
+        await stream.aclose()
+
+
+async def main(port: int) -> None:
+    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    bound = listeners[0].socket.getsockname()[1]
+    print(f"floor listening on ws://127.0.0.1:{bound}/ws", flush=True)
+    await trio.serve_listeners(handle, listeners)
+
+
+if __name__ == "__main__":
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    trio.run(main, parser.parse_args().port)
