@@ -184,7 +184,7 @@ class Session:
         self._tokens = float(chat.limits.send_burst)
         self._refilled_ms = now_ms
         self._heard_ms = now_ms
-        self._abuse: deque[int] = deque()
+        self._abuse: deque[int] | None = None  # times of recent bad frames; most have none
         # conv -> [first seq not covered by recv, when to resend, resends so far]
         self._unacked: dict[str, list[int]] = {}
         self.last_op: str | None = None  # the op of the last frame handled, for metrics
@@ -256,6 +256,8 @@ class Session:
 
     def due_ms(self) -> int | None:
         """When `resend` next has something to do, if ever."""
+        if self.state is not SessionState.OPEN:
+            return None
         return min((entry[1] for entry in self._unacked.values()), default=None)
 
     def resend(self, now_ms: int) -> list[Effect]:
@@ -305,6 +307,8 @@ class Session:
 
     def _abused(self, now_ms: int) -> bool:
         window = self._abuse
+        if window is None:
+            window = self._abuse = deque()
         window.append(now_ms)
         while window[0] <= now_ms - ABUSE_WINDOW_MS:
             window.popleft()

@@ -1,19 +1,23 @@
-"""One client connection: a nursery with a reader, a writer and a watchdog around a Session.
+"""One client connection: a reader and a writer around a Session.
 
-The reader feeds frames to the core's `Session` and carries out the effects it returns; it
-never awaits the disk or another peer. The writer drains the outbox into the socket. All
-protocol decisions are the core's; this module only moves bytes and time.
+The reader (the connection's own task) feeds frames to the core's `Session` and carries out
+the effects it returns; it never awaits the disk or another peer. The writer drains the
+outbox into the socket: pushes, replies and control frames, in one order. Deadlines (hello
+timeout, heartbeat, resend) come from the server's one `Timers` task. All protocol
+decisions are the core's; this module only moves bytes and time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
-from trio_websocket import ConnectionClosed
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection, Ping, Pong
 
 from ..core import (
     Close,
@@ -28,17 +32,17 @@ from ..core import (
     Write,
 )
 from .outbox import Outbox
-from .wire import RawWriter, preframe
+from .websocket import ABNORMAL, preframe
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from trio_websocket import WebSocketConnection
 
     from ..core import Chat, Codec, Effect, ServerFrame
     from .committer import Committer
     from .fanout import Fanout
     from .metrics import Metrics
+    from .timers import Timers
+    from .websocket import WebSocket
 
 log = logging.getLogger("imcore.conn")
 
@@ -57,18 +61,21 @@ class Connection:
 
     __slots__ = (
         "_cancel",
-        "_wakeup",
+        "_hello_at",
+        "_next_beat",
         "attached",
+        "by_client",
         "closed",
         "codec",
         "codec_index",
+        "due",
         "hub",
         "outbox",
         "session",
         "ws",
     )
 
-    def __init__(self, hub: Hub, ws: WebSocketConnection, session: Session, codec_index: int):
+    def __init__(self, hub: Hub, ws: WebSocket, session: Session, codec_index: int):
         self.hub = hub
         self.ws = ws
         self.session = session
@@ -77,9 +84,13 @@ class Connection:
         limits = hub.chat.limits
         self.outbox = Outbox(limits.outbox_frames, limits.outbox_bytes)
         self.closed = False
+        self.by_client = False  # the client started the closing handshake
         self.attached: set[str] = set()  # conversations whose fan-out table holds it
         self._cancel: trio.CancelScope | None = None
-        self._wakeup = trio.Event()
+        now = trio.current_time()
+        self._hello_at = now + limits.hello_timeout_ms / 1000
+        self._next_beat = now + limits.heartbeat_ms / 1000
+        self.due = math.inf  # when the server's Timers call on_timer next
 
     @property
     def user(self) -> str:
@@ -108,15 +119,16 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
                 self.outbox.on_close = partial(self._start_close_deadline, nursery)
-                nursery.start_soon(self._read)
                 nursery.start_soon(self._write)
-                nursery.start_soon(self._watchdog, nursery)
+                self._schedule()
+                await self._read()
         finally:
             hub.connections.discard(self)
             hub.metrics.connections.dec()
             self.closed = True
+            self.due = math.inf  # any deadline left in the heap is stale now
             code = self.outbox.close_code
-            closed_by = str(int(code)) if code is not None else "by_client"
+            closed_by = str(int(code)) if code is not None and not self.by_client else "by_client"
             hub.metrics.closes.labels(closed_by).inc()
             log.info(
                 "close",
@@ -126,7 +138,7 @@ class Connection:
                         "user": self.user or None,
                         "device": self.device or None,
                         "code": closed_by,
-                        "reason": self.outbox.close_reason if code is not None else None,
+                        "reason": self.outbox.close_reason if closed_by != "by_client" else None,
                         "duration_ms": int((trio.current_time() - opened) * 1000),
                     }
                 },
@@ -136,78 +148,90 @@ class Connection:
             self.outbox.close_nowait(CloseCode.GOING_AWAY, "closed", flush=False)
             hub.fanout.disconnect(self)
             self._carry_out(self.session.close(hub.now_ms()))
-            if code is not None and not self.ws.closed:
-                with trio.move_on_after(2) as scope:
-                    scope.shield = True
-                    await self.ws.aclose(code, self.outbox.close_reason)
 
     async def _read(self) -> None:
-        session, hub = self.session, self.hub
-        try:
-            while True:
-                data = await self.ws.get_message()
-                try:
-                    effects = session.handle(data, hub.now_ms())
-                    hub.metrics.frame_in(session.last_op)
-                except Exception:
-                    log.exception("unexpected failure handling a frame")
-                    exc = Internal("the server failed on this frame; it has been logged")
-                    effects = [Write(Error.from_exc(exc))]
-                self._carry_out(effects)
-        except ConnectionClosed:
-            pass
-        self._stop()
+        session, hub, ws, outbox = self.session, self.hub, self.ws, self.outbox
+        while True:
+            for received in await ws.receive():
+                if isinstance(received, (str, bytes)):
+                    if outbox.close_code is not None:
+                        continue  # closing: no frame is handled any more
+                    try:
+                        effects = session.handle(received, hub.now_ms())
+                        hub.metrics.frame_in(session.last_op)
+                    except Exception:
+                        log.exception("unexpected failure handling a frame")
+                        exc = Internal("the server failed on this frame; it has been logged")
+                        effects = [Write(Error.from_exc(exc))]
+                    self._carry_out(effects)
+                elif isinstance(received, Ping):
+                    outbox.put_nowait(ws.pong(received))
+                elif isinstance(received, Pong):
+                    session.heard(hub.now_ms())
+                elif isinstance(received, CloseConnection):
+                    if received.code == ABNORMAL or ws.closed or outbox.close_code is not None:
+                        self._stop()  # lost, or the answer to our close: done
+                        return
+                    if ws.protocol.state is ConnectionState.REMOTE_CLOSING:
+                        # The client's close: the writer answers it, nothing more is read.
+                        self.by_client = True
+                        outbox.close_nowait(received.code, received.reason or "", flush=False)
+                        return
+                    # A frame we will not take (1002, 1007, 1009): our close, then read on
+                    # until the client answers it.
+                    outbox.close_nowait(received.code, received.reason or "", flush=False)
 
     async def _write(self) -> None:
         outbox, ws = self.outbox, self.ws
-        writer = RawWriter(ws)
         try:
             while True:
                 batch = await outbox.get_batch()
                 if batch:  # everything queued since the last wake-up, in one write
                     self.hub.metrics.outbox_batch.observe(len(batch))
-                    await writer.write(batch[0] if len(batch) == 1 else b"".join(batch))
+                    await ws.send(batch[0] if len(batch) == 1 else b"".join(batch))
                 if outbox.close_code is not None:
-                    await ws.aclose(outbox.close_code, outbox.close_reason)
+                    frame = ws.close_frame(outbox.close_code, outbox.close_reason)
+                    if frame:
+                        await ws.send(frame)
                     break
-        except ConnectionClosed:
-            pass
-        self._stop()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._stop()
+            return
+        if ws.closed:  # that was the answer to the client's close
+            self._stop()
+        # Otherwise the reader waits for the client's answer, within the close deadline.
+
+    def _schedule(self) -> None:
+        """Tell the Timers this connection's next deadline, if it moved earlier."""
+        hub = self.hub
+        due = self._next_beat
+        if self._hello_at < due:
+            due = self._hello_at
+        resend_ms = self.session.due_ms()
+        if resend_ms is not None:
+            due = min(due, trio.current_time() + (resend_ms - hub.now_ms()) / 1000)
+        if due < self.due:
+            hub.timers.schedule(self, due)
 
     def wake(self) -> None:
-        """A resend deadline was set: let the watchdog look at its timers again."""
-        self._wakeup.set()
+        """A resend deadline was set: it may come before the next heartbeat."""
+        if not self.closed:
+            self._schedule()
 
-    async def _watchdog(self, nursery: trio.Nursery) -> None:
-        """The hello timeout, a heartbeat every `heartbeat_ms` and resend deadlines; the
-        session decides what each one means."""
-        limits, session, hub = self.hub.chat.limits, self.session, self.hub
-        start = trio.current_time()
-        hello_at: float | None = start + limits.hello_timeout_ms / 1000
-        interval = limits.heartbeat_ms / 1000
-        next_beat = start + interval
-        while True:
-            due_ms = session.due_ms()
-            targets = [next_beat]
-            if hello_at is not None:
-                targets.append(hello_at)
-            if due_ms is not None:
-                targets.append(trio.current_time() + (due_ms - hub.now_ms()) / 1000)
-            with trio.move_on_at(min(targets)):
-                await self._wakeup.wait()
-            self._wakeup = trio.Event()
-            now = trio.current_time()
-            if hello_at is not None and now >= hello_at:
-                hello_at = None
-                self._carry_out(session.expire())
-            if now >= next_beat:
-                next_beat += interval
-                for effect in session.tick(hub.now_ms()):
-                    if isinstance(effect, SendPing):
-                        nursery.start_soon(self._ping)
-                    else:
-                        self._carry_out([effect])
-            self._carry_out(session.resend(hub.now_ms()))
+    def on_timer(self) -> None:
+        """One of this connection's deadlines came: the session says what it means."""
+        if self.closed:
+            return
+        session, hub = self.session, self.hub
+        now = trio.current_time()
+        if now >= self._hello_at:
+            self._hello_at = math.inf
+            self._carry_out(session.expire())
+        if now >= self._next_beat:
+            self._next_beat += hub.chat.limits.heartbeat_ms / 1000
+            self._carry_out(session.tick(hub.now_ms()))
+        self._carry_out(session.resend(hub.now_ms()))
+        self._schedule()
 
     def _start_close_deadline(self, nursery: trio.Nursery) -> None:
         # RuntimeError: the connection's tasks have all ended, so it is closing already.
@@ -219,13 +243,6 @@ class Connection:
         frame, so after a while the connection is dropped without it."""
         await trio.sleep(CLOSE_TIMEOUT_S)
         self._stop()
-
-    async def _ping(self) -> None:
-        try:
-            await self.ws.ping()
-        except ConnectionClosed:
-            return
-        self.session.heard(self.hub.now_ms())
 
     def _stop(self) -> None:
         if self._cancel is not None:
@@ -254,8 +271,8 @@ class Connection:
                         old.outbox.close_nowait(CloseCode.REPLACED, "replaced", flush=False)
                 case Close(code, reason):
                     self.outbox.close_nowait(code, reason)
-                case SendPing():  # pragma: no cover - the watchdog sends pings itself
-                    pass
+                case SendPing():
+                    self.outbox.put_nowait(self.ws.ping())
 
 
 class Hub:
@@ -271,6 +288,7 @@ class Hub:
         "metrics",
         "now_ms",
         "secret",
+        "timers",
     )
 
     def __init__(
@@ -282,6 +300,7 @@ class Hub:
         fanout: Fanout,
         metrics: Metrics,
         secret: str,
+        timers: Timers,
         now_ms: Callable[[], int],
     ) -> None:
         self.chat = chat
@@ -290,5 +309,6 @@ class Hub:
         self.fanout = fanout
         self.metrics = metrics
         self.secret = secret
+        self.timers = timers
         self.now_ms = now_ms
         self.connections: set[Connection] = set()  # every live one, said hello or not

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..core import Event
-from .wire import preframe
+from .websocket import preframe
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

@@ -7,7 +7,6 @@ client loses nothing by that: it resumes with `sync`.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING
 
 import trio
@@ -32,7 +31,7 @@ class Outbox:
     __slots__ = (
         "_bytes",
         "_items",
-        "_lot",
+        "_waiter",
         "close_code",
         "close_reason",
         "max_bytes",
@@ -43,10 +42,10 @@ class Outbox:
     def __init__(self, max_frames: int, max_bytes: int) -> None:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
-        self._items: deque[Payload] = deque()
+        self._items: list[Payload] = []
         self._bytes = 0
-        self._lot = trio.lowlevel.ParkingLot()
-        self.close_code: CloseCode | None = None
+        self._waiter: trio.lowlevel.Task | None = None  # the writer, while it waits
+        self.close_code: int | None = None  # a CloseCode, or an RFC 6455 code
         self.close_reason = ""
         self.on_close: Callable[[], None] | None = None  # told once a close is asked for
 
@@ -62,7 +61,7 @@ class Outbox:
         items.append(payload)
         self._bytes += size
         if len(items) == 1:
-            self._lot.unpark_all()
+            self._wake()
 
     def put_many(self, payloads: list[Payload], size: int) -> None:
         """Queue several encoded frames of `size` bytes in all, as `put_nowait` each would."""
@@ -77,9 +76,9 @@ class Outbox:
         items.extend(payloads)
         self._bytes += size
         if was_empty:
-            self._lot.unpark_all()
+            self._wake()
 
-    def close_nowait(self, code: CloseCode, reason: str, *, flush: bool = True) -> None:
+    def close_nowait(self, code: int, reason: str, *, flush: bool = True) -> None:
         """Ask the writer to close with `code`: after what is queued, or at once if not `flush`."""
         if self.close_code is not None:
             return
@@ -87,18 +86,29 @@ class Outbox:
         if not flush:
             self._items.clear()
             self._bytes = 0
-        self._lot.unpark_all()
+        self._wake()
         if self.on_close is not None:
             self.on_close()
 
     async def get_batch(self) -> list[Payload]:
-        """Wait for frames or a close; return everything queued (empty when only closing)."""
+        """Wait for frames or a close; return everything queued (empty when only closing).
+        One task (the connection's writer) calls this."""
         while not self._items and self.close_code is None:
-            await self._lot.park()
-        batch = list(self._items)
-        self._items.clear()
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+        batch, self._items = self._items, []
         self._bytes = 0
         return batch
+
+    def _wake(self) -> None:
+        task = self._waiter
+        if task is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(task)
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def statistics(self) -> dict[str, int]:
         return {"frames": len(self._items), "bytes": self._bytes}

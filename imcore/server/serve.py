@@ -18,7 +18,6 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
-from trio_websocket import WebSocketRequest, WebSocketServer
 
 from ..core import CloseCode, Codec, Encoding, Session
 from .admin_http import AdminState, build_app, serve_admin
@@ -30,7 +29,9 @@ from .files import Files, run_blocking
 from .metrics import Metrics
 from .secret import load_or_create_secret
 from .snapshots import Snapshotter
+from .timers import Timers
 from .wal import Wal
+from .websocket import Refuse, Upgrade, accept
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -146,8 +147,10 @@ async def serve(
         snapshotter.on_snapshot = metrics.snapshot_seconds.observe
         metrics.wal_bytes.set_function(lambda: wal.bytes_written)
 
+        timers = Timers()
         hub = Hub(
             chat=chat,
+            timers=timers,
             codecs=codecs,
             committer=committer,
             fanout=fanout,
@@ -157,6 +160,7 @@ async def serve(
         )
         async with trio.open_nursery() as services:
             await services.start(fanout.run)
+            await services.start(timers.run)
             await services.start(committer.run)
             await services.start(snapshotter.run)
             services.start_soon(_probe_loop_lag, metrics)
@@ -231,19 +235,20 @@ async def _serve_connections(
     if listeners is None:
         listeners = await trio.open_tcp_listeners(config.port, host=config.host)
     async with trio.open_nursery() as connections:
-        server = WebSocketServer(
-            partial(_handle, hub),
-            listeners,  # type: ignore[arg-type]
-            handler_nursery=connections,
-            max_message_size=hub.chat.limits.max_frame,
-        )
         accepting = trio.CancelScope()
 
-        async def accept(*, task_status: trio.TaskStatus[None]) -> None:
+        async def accept_connections(
+            *, task_status: trio.TaskStatus[list[trio.abc.Listener[trio.abc.Stream]]]
+        ) -> None:
             with accepting:
-                await server.run(task_status=task_status)  # type: ignore[arg-type]
+                await trio.serve_listeners(
+                    partial(_handle, hub),
+                    list(listeners),
+                    handler_nursery=connections,
+                    task_status=task_status,
+                )
 
-        await connections.start(accept)
+        await connections.start(accept_connections)
         port = _port(listeners, config.port)
         running = RunningServer(config.host, port, admin_port)
         if handle_signals:
@@ -294,26 +299,36 @@ def _port(listeners: Sequence[trio.abc.Listener[trio.abc.Stream]], default: int)
     return default
 
 
-async def _handle(hub: Hub, request: WebSocketRequest) -> None:
-    # An exception escaping here would reach trio-websocket's accept loop and stop the
-    # whole server, so every failure ends with this one connection.
+async def _handle(hub: Hub, stream: trio.abc.Stream) -> None:
+    # An exception escaping here would reach the accept loop and stop the whole server,
+    # so every failure ends with this one connection.
     try:
-        if request.path.partition("?")[0] != WS_PATH:
-            await request.reject(404, body=b"not found: imcore serves WebSocket at /ws\n")
-            return
-        if len(hub.connections) >= hub.chat.limits.max_connections:
-            await request.reject(503, body=b"too many connections; try again later\n")
-            return
-        encoding = choose_encoding(request.proposed_subprotocols)
-        ws = await request.accept(subprotocol=encoding)
-        index = ENCODINGS.index(encoding or Encoding.JSON)
-        session = Session(
-            hub.chat,
-            hub.codecs[index],
-            secret=hub.secret,
-            session_id=secrets.token_hex(8),
-            now_ms=hub.now_ms(),
-        )
-        await Connection(hub, ws, session, index).run()
+        limits = hub.chat.limits
+        ws = None
+        with trio.move_on_after(limits.hello_timeout_ms / 1000):
+            ws = await accept(stream, partial(_choose, hub), limits.max_frame)
+        if ws is not None:
+            encoding = Encoding(ws.subprotocol) if ws.subprotocol else Encoding.JSON
+            index = ENCODINGS.index(encoding)
+            session = Session(
+                hub.chat,
+                hub.codecs[index],
+                secret=hub.secret,
+                session_id=secrets.token_hex(8),
+                now_ms=hub.now_ms(),
+            )
+            await Connection(hub, ws, session, index).run()
     except Exception:
         log.exception("connection failed")
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def _choose(hub: Hub, upgrade: Upgrade) -> str | Refuse | None:
+    """The answer to an opening handshake: a subprotocol, or a refusal."""
+    if upgrade.path.partition("?")[0] != WS_PATH:
+        return Refuse(404, b"not found: imcore serves WebSocket at /ws\n")
+    if len(hub.connections) >= hub.chat.limits.max_connections:
+        return Refuse(503, b"too many connections; try again later\n")
+    encoding = choose_encoding(upgrade.subprotocols)
+    return encoding.value if encoding is not None else None

@@ -1,0 +1,66 @@
+"""Timers: one task that wakes each connection at its next deadline.
+
+A connection has a few deadlines (the hello timeout, the next heartbeat, the next resend),
+and the session decides what each one means. Keeping them in one heap, worked by one task,
+spares every connection an idle watchdog task and its memory: 20,000 idle connections cost
+20,000 heap entries, and about one wake-up per connection per heartbeat.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from typing import Protocol
+
+import trio
+
+#: Deadlines handled before letting other tasks run.
+YIELD_EVERY = 256
+
+
+class Timed(Protocol):
+    """Something with one deadline at a time: `due` is when it wants `on_timer` called."""
+
+    due: float
+
+    def on_timer(self) -> None: ...
+
+
+class Timers:
+    """A heap of (deadline, owner). An entry whose owner has moved its `due` since is stale
+    and skipped, so rescheduling never searches the heap."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Timed]] = []
+        self._order = itertools.count()
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def schedule(self, owner: Timed, when: float) -> None:
+        """Call `owner.on_timer()` at trio time `when` (and no earlier one it had)."""
+        owner.due = when
+        heap = self._heap
+        earliest = heap[0][0] if heap else math.inf
+        heapq.heappush(heap, (when, next(self._order), owner))
+        if when < earliest:
+            self._lot.unpark_all()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        heap = self._heap
+        task_status.started()
+        while True:
+            now = trio.current_time()
+            fired = 0
+            while heap and heap[0][0] <= now:
+                when, _, owner = heapq.heappop(heap)
+                if owner.due == when:  # not moved since
+                    owner.due = math.inf
+                    owner.on_timer()
+                    fired += 1
+                    if fired % YIELD_EVERY == 0:  # heartbeats of many connections fall together
+                        await trio.lowlevel.checkpoint()
+            with trio.move_on_at(heap[0][0] if heap else math.inf):
+                await self._lot.park()

@@ -1,0 +1,247 @@
+"""Server-side WebSockets on trio streams, with wsproto as the protocol engine.
+
+wsproto (the engine trio-websocket is built on) does the opening handshake and parses the
+client's frames; this module only moves bytes. It owns no task: the connection's reader
+calls `receive`, and its writer puts on the wire the pre-framed pushes and the control
+frames made here, in one order. Without trio-websocket's own reader task, message channel
+and send lock, each connection costs one task hop less per frame read and about half the
+memory, and pre-framed bytes are written without reaching into another library's
+internals (see docs/architecture.md).
+
+A server frame is not masked (RFC 6455 §5.1), so `preframe` builds header + payload once
+per pushed event and encoding, and the same bytes go to every recipient.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+import trio
+from wsproto import ConnectionType
+from wsproto.connection import Connection as Protocol
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Message,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+)
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+OP_TEXT, OP_BINARY = 0x1, 0x2
+#: Bytes asked of the socket per read.
+RECEIVE_SIZE = 65_536
+#: RFC 6455 close codes this module sends itself.
+ABNORMAL, TOO_BIG = 1006, 1009
+
+
+def preframe(payload: bytes | str) -> bytes:
+    """One final, unmasked WebSocket message: text for `str` (JSON), binary for `bytes`."""
+    if isinstance(payload, str):
+        data, opcode = payload.encode(), OP_TEXT
+    else:
+        data, opcode = payload, OP_BINARY
+    n = len(data)
+    if n < 126:
+        return bytes((0x80 | opcode, n)) + data
+    if n < 1 << 16:
+        return struct.pack("!BBH", 0x80 | opcode, 126, n) + data
+    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + data
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """What a client asked for in its opening handshake."""
+
+    path: str
+    subprotocols: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Answer the handshake with this HTTP status and a plain-text body."""
+
+    status: int
+    body: bytes
+
+
+async def accept(
+    stream: trio.abc.Stream,
+    choose: Callable[[Upgrade], str | Refuse | None],
+    max_message: int,
+) -> WebSocket | None:
+    """Do the opening handshake on `stream`.
+
+    Args:
+        stream: a freshly accepted stream.
+        choose: decides from the request: a subprotocol (or None for none), or a refusal.
+        max_message: bytes a client message may have; larger ones close with 1009.
+
+    Returns:
+        The open WebSocket, or None if the handshake was refused, malformed or cut off
+        (the caller closes the stream).
+    """
+    handshake = H11Handshake(ConnectionType.SERVER)
+    while True:
+        try:
+            data = await stream.receive_some(RECEIVE_SIZE)
+        except trio.BrokenResourceError:
+            return None
+        try:
+            handshake.receive_data(cast("bytes", data) or None)
+        except RemoteProtocolError as exc:
+            hint = exc.event_hint
+            if isinstance(hint, RejectConnection):
+                await _send_quietly(stream, handshake.send(hint))
+            return None
+        for event in handshake.events():
+            if not isinstance(event, Request):
+                continue
+            decision = choose(Upgrade(event.target, list(event.subprotocols)))
+            if isinstance(decision, Refuse):
+                headers = [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(decision.body)).encode()),
+                ]
+                head = handshake.send(
+                    RejectConnection(status_code=decision.status, headers=headers, has_body=True)
+                )
+                body = handshake.send(RejectData(data=decision.body))
+                await _send_quietly(stream, head + body)
+                return None
+            reply = handshake.send(AcceptConnection(subprotocol=decision))
+            if not await _send_quietly(stream, reply):
+                return None
+            protocol = handshake.connection
+            assert protocol is not None  # set by AcceptConnection
+            return WebSocket(stream, protocol, decision, max_message)
+        if not data:
+            return None
+
+
+async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> bool:
+    try:
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    return True
+
+
+Received = str | bytes | Ping | Pong | CloseConnection
+
+
+class WebSocket:
+    """An open server WebSocket: whole client messages in, frames for the writer out.
+
+    Args:
+        stream: the transport.
+        protocol: wsproto's frame protocol, after the handshake.
+        subprotocol: the one agreed on, if any.
+        max_message: bytes a client message may have.
+    """
+
+    __slots__ = ("_fd", "_parts", "_size", "max_message", "protocol", "stream", "subprotocol")
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        protocol: Protocol,
+        subprotocol: str | None,
+        max_message: int,
+    ) -> None:
+        self.stream = stream
+        self.protocol = protocol
+        self.subprotocol = subprotocol
+        self.max_message = max_message
+        # A socket is written straight away when it has room (see `send`).
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._parts: list[str | bytes] = []  # a fragmented message so far
+        self._size = 0
+
+    @property
+    def closed(self) -> bool:
+        """Both sides have sent their close frame, or the connection broke."""
+        return self.protocol.state is ConnectionState.CLOSED
+
+    async def receive(self) -> list[Received]:
+        """Read once; whatever that completed, in order: messages (str for text, bytes for
+        binary) and control frames. A lost connection reads as a close with 1006, and a
+        message over `max_message` as a close with 1009 (which the caller sends)."""
+        try:
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if self.protocol.state is ConnectionState.CLOSED:
+            return [CloseConnection(ABNORMAL)]
+        self.protocol.receive_data(cast("bytes", data) or None)
+        received: list[Received] = []
+        for event in self.protocol.events():
+            if isinstance(event, (Ping, Pong, CloseConnection)):
+                received.append(event)
+                continue
+            if not isinstance(event, Message):
+                continue
+            self._size += len(event.data)
+            if self._size > self.max_message:
+                received.append(CloseConnection(TOO_BIG, "message too big"))
+                break
+            if event.message_finished and not self._parts:
+                received.append(event.data)
+            else:
+                self._parts.append(event.data)
+                if event.message_finished:
+                    parts, self._parts = self._parts, []
+                    joined = "".join(parts) if isinstance(event.data, str) else b"".join(parts)  # type: ignore[arg-type]
+                    received.append(joined)
+            if event.message_finished:
+                self._size = 0
+        return received
+
+    def pong(self, ping: Ping) -> bytes:
+        return self._control(ping.response())
+
+    def ping(self) -> bytes:
+        return self._control(Ping())
+
+    def close_frame(self, code: int, reason: str) -> bytes:
+        """Our close frame, or the reply to the client's (wsproto knows which)."""
+        return self._control(CloseConnection(code, reason))
+
+    def _control(self, event: Ping | Pong | CloseConnection) -> bytes:
+        # After a close frame has gone either way, no control frame but the reply may follow.
+        try:
+            return self.protocol.send(event)
+        except Exception:  # wsproto's LocalProtocolError: not in this state
+            return b""
+
+    async def send(self, data: bytes) -> None:
+        """Write whole frames. Only the connection's writer calls this.
+
+        A socket with room takes the bytes in one system call, without a trip through the
+        scheduler; only what it cannot take now waits in trio's `send_all`.
+
+        Raises:
+            trio.BrokenResourceError: the connection is lost.
+        """
+        if self._fd >= 0:
+            try:
+                sent = os.write(self._fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            if sent == len(data):
+                return
+            data = data[sent:]
+        await self.stream.send_all(data)

@@ -1,0 +1,103 @@
+"""The WebSocket layer over real sockets: handshake refusals, fragments, control frames and
+the closing handshake, as RFC 6455 has them."""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import TYPE_CHECKING
+
+import trio
+
+from tests.helpers.client import token
+from tools.wsload import OP_CLOSE, OP_PING, OP_TEXT, RawWebSocket, client_frame
+
+if TYPE_CHECKING:
+    from imcore.server import RunningServer
+
+OP_CONTINUATION = 0x0
+
+
+async def connect(server: RunningServer) -> RawWebSocket:
+    return await RawWebSocket.connect(server.host, server.port, "/ws", "imcore.v1.json")
+
+
+async def hello(ws: RawWebSocket, user: str = "alice") -> None:
+    frame = {"op": "hello", "id": 1, "v": 1, "token": token(user), "device": "d"}
+    await ws.send(json.dumps(frame).encode(), OP_TEXT)
+    (reply,) = await ws.receive()
+    assert json.loads(reply)["op"] == "welcome"
+
+
+def fragment(data: bytes, first_opcode: int, fin: bool) -> bytes:
+    """A masked (zero key) frame that may be a fragment."""
+    head = (0x80 if fin else 0) | first_opcode
+    assert len(data) < 126
+    return struct.pack("!BB", head, 0x80 | len(data)) + b"\0\0\0\0" + data
+
+
+async def test_a_malformed_handshake_gets_400_and_the_server_carries_on(
+    server: RunningServer,
+) -> None:
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        await stream.send_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")  # no Upgrade
+        reply = await stream.receive_some(4096)
+        assert reply.startswith(b"HTTP/1.1 400")
+        await stream.aclose()
+        ws = await connect(server)
+        await hello(ws)
+        await ws.aclose()
+
+
+async def test_a_fragmented_message_is_taken_whole(server: RunningServer) -> None:
+    with trio.fail_after(10):
+        ws = await connect(server)
+        await hello(ws)
+        data = json.dumps({"op": "ping", "id": 7}).encode()
+        parts = [data[:5], data[5:12], data[12:]]
+        await ws.stream.send_all(
+            fragment(parts[0], OP_TEXT, fin=False)
+            + fragment(parts[1], OP_CONTINUATION, fin=False)
+            + fragment(parts[2], OP_CONTINUATION, fin=True)
+        )
+        (reply,) = await ws.receive()
+        assert json.loads(reply) == {"op": "pong", "id": 7, "ts": 0}
+        await ws.aclose()
+
+
+async def test_a_ping_is_answered_with_its_payload(server: RunningServer) -> None:
+    with trio.fail_after(10):
+        ws = await connect(server)
+        await ws.stream.send_all(client_frame(b"are you there", OP_PING))
+        await hello(ws)  # the pong is read (and dropped) by the client on the way
+        await ws.stream.send_all(client_frame(b"again", OP_PING))
+        raw = await ws.stream.receive_some(4096)
+        assert raw == b"\x8a\x05again"  # final pong, unmasked, same payload
+        await ws.aclose()
+
+
+async def test_the_clients_close_is_answered_with_its_code_then_the_server_hangs_up(
+    server: RunningServer,
+) -> None:
+    with trio.fail_after(10):
+        ws = await connect(server)
+        await hello(ws)
+        await ws.stream.send_all(client_frame(struct.pack("!H", 4321) + b"bye", OP_CLOSE))
+        received = b""
+        while chunk := await ws.stream.receive_some(4096):
+            received += chunk
+        assert received[0] == 0x88  # a final close frame, unmasked ...
+        assert received[2:4] == struct.pack("!H", 4321)  # ... with the client's code
+        await ws.aclose()
+
+
+async def test_a_client_that_vanishes_mid_frame_is_dropped(server: RunningServer) -> None:
+    with trio.fail_after(10):
+        ws = await connect(server)
+        await hello(ws)
+        await ws.stream.send_all(client_frame(b"x" * 200, OP_TEXT)[:50])
+        await ws.aclose()
+        other = await connect(server)
+        await hello(other, "bob")
+        await other.aclose()
