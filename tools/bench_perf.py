@@ -41,7 +41,7 @@ from imcore.core import auth
 HOST = "127.0.0.1"
 ACK_KEY = cbor2.dumps("op") + cbor2.dumps("ack")  # after a one-byte map header: an ack
 OK_KEY = cbor2.dumps("op") + cbor2.dumps("ok")  # ... or the reply to group.create
-STAMP = b"@t"  # the body starts with @t<time.time()>: a message, and when it was sent
+STAMP = b"~T~"  # the body starts with ~T~<time.time()>: a message, and when it was sent
 BODY_SIZE = 100
 CONNECT_AT_ONCE = 200  # handshakes in flight at a time
 #: Above this share of one core, the generator is taken to be the limit.
@@ -50,13 +50,13 @@ SERVER_ARGS = ["--fsync", "always", "--send-rate", "1000000", "--send-burst", "1
 
 
 def body() -> str:
-    stamp = f"@t{time.time():.6f}"
+    stamp = f"~T~{time.time():.6f}"
     return stamp + "x" * (BODY_SIZE - len(stamp))
 
 
 def stamp_of(data: bytes) -> float | None:
     i = data.find(STAMP)
-    return float(data[i + 2 : i + 19]) if i >= 0 else None
+    return float(data[i + 3 : i + 20]) if i >= 0 else None
 
 
 # --- the generator side (runs in its own process) -----------------------------------------
@@ -411,25 +411,30 @@ def measure(target: str, specs: list[dict[str, Any]], stop_first: bool = False) 
     """Run generators (the first one measured) against a fresh server of `target`."""
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(target, tmp)
-        rss0 = server.rss_bytes()
-        gens = []
-        for spec in specs:
-            gen = Generator({**spec, "target": target, "port": server.port})
-            gen.wait_ready()
-            gens.append(gen)
-        cpu0 = server.cpu_seconds()
-        rss_loaded = server.rss_bytes()
-        if stop_first:  # the background load (first) runs until the measured one ends
-            gens[1].wait_done()
-            gens[0].process.send_signal(signal.SIGTERM)
-            gens[0].wait_done()
-        else:
-            gens[0].wait_done()
-        cpu = server.cpu_seconds() - cpu0
-        rss = server.rss_bytes()
-        measured = gens[-1].result()
-        background = gens[0].result() if stop_first else None
-        server.stop()
+        gens: list[Generator] = []
+        try:
+            rss0 = server.rss_bytes()
+            for spec in specs:
+                gen = Generator({**spec, "target": target, "port": server.port})
+                gens.append(gen)
+                gen.wait_ready()
+            cpu0 = server.cpu_seconds()
+            rss_loaded = server.rss_bytes()
+            if stop_first:  # the background load (first) runs until the measured one ends
+                gens[1].wait_done()
+                gens[0].process.send_signal(signal.SIGTERM)
+                gens[0].wait_done()
+            else:
+                gens[0].wait_done()
+            cpu = server.cpu_seconds() - cpu0
+            rss = server.rss_bytes()
+            measured = gens[-1].result()
+            background = gens[0].result() if stop_first else None
+        finally:
+            for gen in gens:
+                if gen.process.poll() is None:
+                    gen.process.kill()
+            server.stop()
     row = {"server": target, **measured, "server_cpu_s": cpu, "rss_mb": rss / 1e6}
     row["rss0_mb"], row["rss_loaded_mb"] = rss0 / 1e6, rss_loaded / 1e6
     if background is not None:
