@@ -33,7 +33,7 @@ import cbor2
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import SECRET, Server, percentile, pinned, print_table, process_cpu
+from benchlib import SECRET, Server, percentile, pinned, print_table, process_cpu, rss_of
 from wsload import RawWebSocket
 
 from imcore.core import auth
@@ -362,13 +362,6 @@ class Floor:
     def stop(self) -> int:
         self.process.kill()
         return self.process.wait(timeout=30)
-
-
-def rss_of(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 class Generator:

@@ -47,10 +47,7 @@ class Server:
         return process_cpu(self.process.pid)
 
     def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        return rss_of(self.process.pid)
 
     def stop(self) -> int:
         self.process.terminate()
@@ -59,6 +56,14 @@ class Server:
             if pipe is not None:
                 pipe.close()
         return code
+
+
+def rss_of(pid: int) -> int:
+    """Resident set size of a process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def process_cpu(pid: int) -> float:

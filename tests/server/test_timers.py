@@ -1,0 +1,48 @@
+"""The one timer task: each owner is called at its latest deadline, in time order."""
+
+from __future__ import annotations
+
+import math
+
+import trio
+import trio.testing
+
+from imcore.server.timers import Timers
+
+
+class Owner:
+    def __init__(self, name: str, calls: list[tuple[str, float]]) -> None:
+        self.name, self.calls, self.due = name, calls, math.inf
+
+    def on_timer(self) -> None:
+        self.calls.append((self.name, trio.current_time()))
+
+
+async def test_owners_are_called_at_their_deadlines_and_moved_ones_only_once(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    timers = Timers()
+    await nursery.start(timers.run)
+    calls: list[tuple[str, float]] = []
+    a, b = Owner("a", calls), Owner("b", calls)
+    timers.schedule(a, 30.0)
+    timers.schedule(b, 20.0)
+    timers.schedule(a, 10.0)  # moved earlier: the entry at 30 is stale now
+    await trio.sleep(60)
+    assert calls == [("a", 10.0), ("b", 20.0)]
+    assert a.due == b.due == math.inf
+    assert len(timers) == 0
+
+
+async def test_an_earlier_deadline_wakes_the_sleeping_task(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    timers = Timers()
+    await nursery.start(timers.run)
+    calls: list[tuple[str, float]] = []
+    late, early = Owner("late", calls), Owner("early", calls)
+    timers.schedule(late, 100.0)
+    await trio.sleep(1)
+    timers.schedule(early, 5.0)
+    await trio.sleep(200)
+    assert calls == [("early", 5.0), ("late", 100.0)]
