@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import trio
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Ping, Pong
+from wsproto.frame_protocol import CloseReason
 
 from ..core import (
     Close,
@@ -32,7 +33,7 @@ from ..core import (
     Write,
 )
 from .outbox import Outbox
-from .websocket import ABNORMAL, preframe
+from .websocket import preframe
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -169,7 +170,11 @@ class Connection:
                 elif isinstance(received, Pong):
                     session.heard(hub.now_ms())
                 elif isinstance(received, CloseConnection):
-                    if received.code == ABNORMAL or ws.closed or outbox.close_code is not None:
+                    if (
+                        received.code == CloseReason.ABNORMAL_CLOSURE
+                        or ws.closed
+                        or outbox.close_code is not None
+                    ):
                         self._stop()  # lost, or the answer to our close: done
                         return
                     if ws.protocol.state is ConnectionState.REMOTE_CLOSING:

@@ -33,8 +33,11 @@ from wsproto.events import (
     RejectData,
     Request,
 )
+from wsproto.frame_protocol import CloseReason
 from wsproto.handshake import H11Handshake
-from wsproto.utilities import RemoteProtocolError
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from ..core import CloseCode
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,8 +45,6 @@ if TYPE_CHECKING:
 OP_TEXT, OP_BINARY = 0x1, 0x2
 #: Bytes asked of the socket per read.
 RECEIVE_SIZE = 65_536
-#: RFC 6455 close codes this module sends itself.
-ABNORMAL, TOO_BIG = 1006, 1009
 
 
 def preframe(payload: bytes | str) -> bytes:
@@ -178,12 +179,12 @@ class WebSocket:
         """Read once; whatever that completed, in order: messages (str for text, bytes for
         binary) and control frames. A lost connection reads as a close with 1006, and a
         message over `max_message` as a close with 1009 (which the caller sends)."""
+        if self.protocol.state is ConnectionState.CLOSED:
+            return [CloseConnection(CloseReason.ABNORMAL_CLOSURE)]
         try:
             data = await self.stream.receive_some(RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
-        if self.protocol.state is ConnectionState.CLOSED:
-            return [CloseConnection(ABNORMAL)]
         self.protocol.receive_data(cast("bytes", data) or None)
         received: list[Received] = []
         for event in self.protocol.events():
@@ -194,7 +195,7 @@ class WebSocket:
                 continue
             self._size += len(event.data)
             if self._size > self.max_message:
-                received.append(CloseConnection(TOO_BIG, "message too big"))
+                received.append(CloseConnection(CloseCode.TOO_BIG, "message too big"))
                 break
             if event.message_finished and not self._parts:
                 received.append(event.data)
@@ -222,7 +223,7 @@ class WebSocket:
         # After a close frame has gone either way, no control frame but the reply may follow.
         try:
             return self.protocol.send(event)
-        except Exception:  # wsproto's LocalProtocolError: not in this state
+        except LocalProtocolError:  # not in this state
             return b""
 
     async def send(self, data: bytes) -> None:
