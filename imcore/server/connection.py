@@ -83,7 +83,7 @@ class Connection:
         self.codec = session.codec
         self.codec_index = codec_index
         limits = hub.chat.limits
-        self.outbox = Outbox(limits.outbox_frames, limits.outbox_bytes)
+        self.outbox = Outbox(limits.outbox_frames, limits.outbox_bytes, ws.write_now)
         self.closed = False
         self.by_client = False  # the client started the closing handshake
         self.attached: set[str] = set()  # conversations whose fan-out table holds it
@@ -144,8 +144,10 @@ class Connection:
                     }
                 },
             )
-            # Nothing more is queued for a connection that is gone.
+            # Nothing more is queued for, or written to, a connection that is gone: its
+            # socket is closed next and its descriptor may be reused.
             self.outbox.on_close = None
+            self.outbox.write_now = None
             self.outbox.close_nowait(CloseCode.GOING_AWAY, "closed", flush=False)
             hub.fanout.disconnect(self)
             self._carry_out(self.session.close(hub.now_ms()))

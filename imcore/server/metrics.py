@@ -80,7 +80,7 @@ class Metrics:
         )
         self.outbox_batch = Histogram(
             "imcore_outbox_batch_frames",
-            "Frames written per writer wake-up (the outbox depth it found)",
+            "Frames per writer wake-up (what the socket did not take at once, and what followed)",
             buckets=(1, 2, 5, 10, 50, 100, 500, 1_000, 5_000),
             registry=r,
         )

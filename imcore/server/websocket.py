@@ -226,6 +226,16 @@ class WebSocket:
         except LocalProtocolError:  # not in this state
             return b""
 
+    def write_now(self, data: bytes) -> int:
+        """Write what the socket takes without waiting; how many bytes that was. Errors
+        read as 0: the writer's next `send` meets them and ends the connection."""
+        if self._fd < 0:
+            return 0
+        try:
+            return os.write(self._fd, data)
+        except OSError:
+            return 0
+
     async def send(self, data: bytes) -> None:
         """Write whole frames. Only the connection's writer calls this.
 
