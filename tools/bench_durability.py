@@ -273,13 +273,13 @@ def restart(args: argparse.Namespace) -> None:
 
 
 async def _stall(args: argparse.Namespace) -> dict[str, Any]:
+    from imcore.server.collector import Collector
     from imcore.server.files import Files
-    from imcore.server.serve import tune_gc
     from imcore.server.snapshots import Snapshotter
     from imcore.server.wal import Wal
 
     chat, _ = build_state(args.events, args.convs)
-    tune_gc()  # as the server does once it has recovered
+    Collector().install()  # as the server does once it has recovered
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         wal = Wal(data / "wal", Files(), next_lsn=args.events + 1, segment=None, fsync="always")

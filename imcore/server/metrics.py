@@ -84,6 +84,12 @@ class Metrics:
             buckets=(1, 2, 5, 10, 50, 100, 500, 1_000, 5_000),
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "imcore_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.loop_lag = Gauge(
             "imcore_event_loop_lag_seconds", "How late the last loop-lag probe woke", registry=r
         )

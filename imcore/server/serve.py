@@ -21,6 +21,7 @@ import trio
 
 from ..core import CloseCode, Codec, Encoding, Session
 from .admin_http import AdminState, build_app, serve_admin
+from .collector import Collector
 from .committer import Committer
 from .connection import Connection, Hub
 from .datadir import DataDirLock, open_state
@@ -45,8 +46,6 @@ ENCODINGS = (Encoding.CBOR, Encoding.JSON)
 WS_PATH = "/ws"  # spec §1
 #: spec §11: the whole shutdown must finish within 10 s; connections get this long to close.
 CLOSE_GRACE_S = 5.0
-#: Allocations between young-generation collections (CPython's default is 700).
-GC_THRESHOLD = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +56,6 @@ class RunningServer:
     port: int
     admin_port: int = 0
     stop: trio.Event = field(default_factory=trio.Event, compare=False)
-
-
-def tune_gc() -> None:
-    """Keep the cyclic collector off the recovered state and out of the hot path.
-
-    The recovered state is moved to the permanent generation (gc.freeze), so collections
-    never walk it; reference counting still frees what retention drops. The young
-    generation's threshold is raised because every message makes a few short-lived objects,
-    and each collection of the default 700 costs a pause.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, 20, 100)
 
 
 def choose_encoding(offered: Sequence[str]) -> Encoding | None:
@@ -106,6 +92,7 @@ async def serve(
     limits = replace(config.limits, max_connections=connection_limit(config.limits.max_connections))
     lock = DataDirLock(config.data_dir)
     wal: Wal | None = None
+    collector: Collector | None = None
     try:
         secret = config.auth_secret or load_or_create_secret(config.data_dir)
         gc.disable()  # recovery makes millions of objects and no garbage cycles
@@ -115,7 +102,8 @@ async def serve(
             )
         finally:
             gc.enable()
-        tune_gc()
+        collector = Collector()
+        collector.install()
         chat = recovered.chat
         wal = Wal(
             config.data_dir / "wal",
@@ -145,6 +133,7 @@ async def serve(
         fanout.metrics = committer.metrics = metrics
         wal.on_write = metrics.observe_write
         snapshotter.on_snapshot = metrics.snapshot_seconds.observe
+        collector.on_pause = metrics.gc_pause.observe
         metrics.wal_bytes.set_function(lambda: wal.bytes_written)
 
         timers = Timers()
@@ -164,6 +153,7 @@ async def serve(
             await services.start(committer.run)
             await services.start(snapshotter.run)
             services.start_soon(_probe_loop_lag, metrics)
+            services.start_soon(collector.watch)
             admin = build_app(AdminState(hub, wal, snapshotter, config.fsync))
             admin_stop, admin_done = trio.Event(), trio.Event()
 
@@ -200,6 +190,8 @@ async def serve(
             del running
         log.info("stopped")
     finally:
+        if collector is not None:
+            collector.uninstall()
         if wal is not None:
             wal.close()
         lock.release()

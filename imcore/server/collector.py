@@ -1,0 +1,123 @@
+"""Collector: Python's cyclic garbage collector, kept off a server's long-lived objects.
+
+The collector walks every object of the generation it collects. A server holding 10,000
+connections keeps about 50 tracked objects alive for each (its tasks and their coroutines,
+the session, the socket), and by default they age into the older generations, where
+every collection walks all of them again: 0.4 s for one middle-generation collection at
+10,000 connections, measured, with every connection waiting.
+
+So an object that outlives one young collection is frozen (`gc.freeze`): moved to the
+permanent generation, which no automatic collection walks. Reference counting still frees
+it when it is dropped, which is how nearly everything here dies; what the freeze delays
+is only the freeing of reference cycles among frozen objects. For them, a full collection
+(unfreeze, collect, freeze again) runs from a task once the memory blocks in use have
+doubled since the last one, so cycles never hold more than the live state's own size, and
+a server whose state grows steadily pays for a full collection only at each doubling.
+(Blocks, because `sys.getallocatedblocks` costs a millisecond at a gigabyte, where
+counting the frozen objects walks all of them: 65 ms for 6 million.)
+
+A young collection is also run every `YOUNG_EVERY_S`, because the allocation count that
+normally starts one is net of frees, and frees of old objects hide new ones: a reader that
+waits for its next frame drops one chain of waiting coroutines and makes another, so 10,000
+connections answering their heartbeats fill the young generation with 100,000 objects
+while the count stays near zero. Collected that late, they cost a 100 ms pause; collected
+every 100 ms, a millisecond or two.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+log = logging.getLogger("imcore.collector")
+
+#: Allocations (net of frees) that start a young collection; Python's default is 700, too
+#: often for a server that makes a few short-lived objects per message.
+YOUNG = 10_000
+#: How often the task runs a young collection of its own.
+YOUNG_EVERY_S = 0.1
+#: How often the task looks at the memory in use.
+CHECK_S = 5.0
+#: No full collection below this many memory blocks in use.
+FLOOR = 1_000_000
+
+
+class Collector:
+    """The collection policy of one server: `install` it once the state is recovered,
+    `watch` it from a task, `uninstall` it when the server stops.
+
+    Args:
+        young: the young generation's threshold.
+        on_pause: told the seconds of every collection.
+    """
+
+    def __init__(self, young: int = YOUNG, on_pause: Callable[[float], None] | None = None):
+        self.young = young
+        self.on_pause = on_pause
+        self.full_collections = 0
+        self._limit = FLOOR
+        self._started = 0.0
+        self._saved = gc.get_threshold()
+
+    def install(self) -> None:
+        """Freeze what exists now (the recovered state), and every survivor from now on."""
+        gc.collect()
+        gc.freeze()
+        self._limit = max(FLOOR, 2 * sys.getallocatedblocks())
+        self._saved = gc.get_threshold()
+        gc.set_threshold(self.young, 10, 10)
+        gc.callbacks.append(self._on_collection)
+
+    def uninstall(self) -> None:
+        """Back to the collector's defaults; frozen objects are collectable again."""
+        if self._on_collection in gc.callbacks:
+            gc.callbacks.remove(self._on_collection)
+        gc.set_threshold(*self._saved)
+        gc.unfreeze()
+
+    def due(self) -> bool:
+        """Have the memory blocks in use doubled since the last full collection?"""
+        return sys.getallocatedblocks() > self._limit
+
+    def collect_fully(self) -> tuple[int, float]:
+        """Unfreeze, collect every generation, freeze again: the objects collected, and the
+        seconds it took (the whole pause)."""
+        started = time.perf_counter()
+        gc.unfreeze()
+        collected = gc.collect()
+        gc.freeze()
+        self._limit = max(FLOOR, 2 * sys.getallocatedblocks())
+        self.full_collections += 1
+        return collected, time.perf_counter() - started
+
+    async def watch(self) -> None:
+        """Young collections on a clock, and a full one whenever it is due; forever."""
+        checked = trio.current_time()
+        while True:
+            await trio.sleep(YOUNG_EVERY_S)
+            gc.collect(0)
+            if trio.current_time() - checked < CHECK_S:
+                continue
+            checked = trio.current_time()
+            if self.due():
+                collected, seconds = self.collect_fully()
+                fields = {"collected": collected, "ms": round(seconds * 1000)}
+                log.info("full garbage collection", extra={"fields": fields})
+
+    def _on_collection(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        # Everything the collection left alive has outlived it: out of the next one's way.
+        # (Freezing here is safe: the collection is over, and freezing only moves lists.)
+        gc.freeze()
+        if self.on_pause is not None:
+            self.on_pause(time.perf_counter() - self._started)
