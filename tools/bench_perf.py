@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import resource
@@ -122,6 +123,7 @@ class Stats:
         self.e2e: list[float] = []
         self.deliveries = 0
         self.dropped = 0
+        self.last_at = 0.0  # when the last delivery was read
 
     def latencies(self) -> dict[str, float]:
         return {
@@ -199,21 +201,27 @@ def finish(stats: Stats, cpu0: float, elapsed: float, **fields: Any) -> dict[str
 
 
 async def gen_fanout(spec: dict[str, Any]) -> dict[str, Any]:
+    """Senders read their acks and messages as clients; every other member is drained
+    (see `drain`), so that reading 1,000 sockets is not the generator's limit."""
     n, messages, senders = spec["members"], spec["messages"], spec["senders"]
     conv = "g:fanout"
     stats = Stats()
+    drained = Stats()
     async with trio.open_nursery() as nursery:
         names = [(f"m{i}", "fanout") for i in range(n)]
-        clients = await connect_all(spec, names, stats, nursery)
-        await create_group(spec, clients[0], conv, [u for u, _ in names[1:]])
+        async with trio.open_nursery() as readers:
+            clients = await connect_all(spec, names, stats, readers)
+            await create_group(spec, clients[0], conv, [u for u, _ in names[1:]])
+            readers.cancel_scope.cancel()
         per_sender = messages // senders
-        for i, client in enumerate(clients):
+        for client in clients[:senders]:
             client.expect = per_sender * senders  # the sending connection gets its own too
-            client.window = trio.Semaphore(spec["window"]) if i < senders else None
-            if client.expect == 0:
-                client.got.set()
+            client.window = trio.Semaphore(spec["window"])
+            nursery.start_soon(client.read)
+        members = clients[senders:]
+        fds = [(c.ws.stream.socket.fileno(), c.sample) for c in members]
         cpu0 = ready()
-        stats.counting = True
+        stats.counting = drained.counting = True
         start = time.perf_counter()
 
         async def send_all(client: Client) -> None:
@@ -222,10 +230,16 @@ async def gen_fanout(spec: dict[str, Any]) -> dict[str, Any]:
 
         for client in clients[:senders]:
             nursery.start_soon(send_all, client)
+        stop = threading.Event()
         with trio.move_on_after(spec["timeout"]):
-            for client in clients:
+            until = len(members) * per_sender * senders
+            await trio.to_thread.run_sync(drain, fds, drained, stop, until, abandon_on_cancel=True)
+            for client in clients[:senders]:
                 await client.got.wait()
-        end = max(c.last_at for c in clients)
+        stop.set()
+        end = max(drained.last_at, *(c.last_at for c in clients[:senders]))
+        stats.deliveries += drained.deliveries
+        stats.e2e += drained.e2e
         result = finish(stats, cpu0, end - start, sends=per_sender * senders)
         nursery.cancel_scope.cancel()
     return result
@@ -318,10 +332,13 @@ async def gen_flood(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def drain(fds: list[tuple[int, bool]], stats: Stats, stop: threading.Event) -> None:
-    """Read every socket until `stop`, counting stamped messages in the raw bytes; the
-    e2e latency is taken from the sockets marked for sampling. Server pings (an empty
-    ping frame, 89 00) are answered; a false match in a body only sends a spare pong."""
+def drain(
+    fds: list[tuple[int, bool]], stats: Stats, stop: threading.Event, until: float = math.inf
+) -> None:
+    """Read every socket until `stop`, or until `until` messages are counted, counting
+    stamped messages in the raw bytes; the e2e latency is taken from the sockets marked for
+    sampling. Server pings (an empty ping frame, 89 00) are answered; a false match in a
+    body only sends a spare pong."""
     pong = client_frame(b"", OP_PONG)
     sampled = {fd for fd, sample in fds if sample}
     tails: dict[int, bytes] = {}
@@ -329,7 +346,7 @@ def drain(fds: list[tuple[int, bool]], stats: Stats, stop: threading.Event) -> N
     for fd, _ in fds:
         poller.register(fd, select.EPOLLIN)
     try:
-        while not stop.is_set():
+        while not stop.is_set() and stats.deliveries < until:
             for fd, _ in poller.poll(0.1):
                 try:
                     data = os.read(fd, 1 << 18)
@@ -346,6 +363,7 @@ def drain(fds: list[tuple[int, bool]], stats: Stats, stop: threading.Event) -> N
                 chunk = tails.get(fd, b"") + data
                 tails[fd] = chunk[-2:]  # a stamp split between two reads is counted once
                 stats.deliveries += chunk.count(STAMP)
+                stats.last_at = time.perf_counter()
                 if fd in sampled:
                     now = time.time()
                     i = chunk.find(STAMP)
