@@ -9,6 +9,8 @@ import weakref
 from typing import TYPE_CHECKING
 
 import pytest
+import trio
+import trio.testing
 
 from imcore.server import collector as collector_module
 from imcore.server.collector import Collector
@@ -72,3 +74,21 @@ def test_pauses_are_reported(collector: Collector) -> None:
     gc.collect(0)
     assert len(pauses) == 2
     assert all(p >= 0 for p in pauses)
+
+
+async def test_a_young_generation_hidden_by_frees_of_old_objects_is_still_collected(
+    collector: Collector, autojump_clock: trio.testing.MockClock
+) -> None:
+    old = [Node() for _ in range(3_000)]
+    gc.collect(0)  # old is frozen now
+    new: list[Node] = []
+    for _ in range(3_000):  # one freed for each made: the allocation count stays near 0
+        new.append(Node())
+        old.pop()
+    assert gc.get_count()[0] < collector.young
+    assert len(gc.get_objects(0)) >= collector.young
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collector.watch)
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    assert len(gc.get_objects(0)) < collector.young
