@@ -1,9 +1,10 @@
 """Fan-out tables, sharded by conversation: who is live in each conversation, and pushes.
 
 Each shard owns the table of its conversations (conv -> live connections, split by encoding)
-and one task that carries out its queue in order: attaching and detaching connections and
-pushing frames. So a shard is an ordering domain: a connection receives one conversation's
-pushes in seq order, while a flood to a big group in one shard does not hold up the others.
+and one task that carries out, for each conversation in order, its queue of work: attaching
+and detaching connections and pushing frames. A connection receives one conversation's
+pushes in seq order, while a flood to a big group holds up neither the other shards nor the
+other conversations of its own shard: they take turns, a slice of recipients at a time.
 The table is kept current by connect, disconnect and the membership deltas of each event,
 never recomputed per message. A frame is encoded once per encoding, and the same bytes are
 queued for every recipient.
@@ -22,7 +23,7 @@ from ..core import Event
 from .websocket import preframe
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
 
     from ..core import Codec, Deliveries
     from .connection import Connection
@@ -59,20 +60,31 @@ ShardOp = Attach | Detach | Push
 
 
 class Shard:
-    """One ordering domain: its conversations' routes and a queue worked by one task."""
+    """One ordering domain: its conversations' routes, and a queue per conversation worked
+    by one task. The task takes the conversations with work in turn, a slice at a time (at
+    most `YIELD_EVERY` recipients), so a push to a big group does not hold up a direct
+    message behind it in the same shard: order is kept within each conversation, which is
+    all the protocol promises (spec §5)."""
 
-    __slots__ = ("_lot", "_ops", "fanout", "routes")
+    __slots__ = ("_jobs", "_lot", "_queues", "_ready", "fanout", "routes")
 
     def __init__(self, fanout: Fanout) -> None:
         self.fanout = fanout
         self.routes: dict[str, _Route] = {}
-        self._ops: deque[ShardOp] = deque()
+        self._queues: dict[str, deque[ShardOp]] = {}  # conversations with work, in turn
+        self._ready: deque[str] = deque()  # ... in the order they get their next slice
+        self._jobs: dict[str, Iterator[int]] = {}  # a push in progress, by conversation
         self._lot = trio.lowlevel.ParkingLot()
 
     def enqueue(self, op: ShardOp) -> None:
-        self._ops.append(op)
-        if len(self._ops) == 1:
-            self._lot.unpark_all()
+        conv = op.deliveries.conv if isinstance(op, Push) else op.conv
+        queue = self._queues.get(conv)
+        if queue is None:
+            queue = self._queues[conv] = deque()
+            self._ready.append(conv)
+            if len(self._ready) == 1:
+                self._lot.unpark_all()
+        queue.append(op)
 
     def _attach(self, conv: str, conn: Connection) -> None:
         if conn.closed:
@@ -93,27 +105,51 @@ class Shard:
             del self.routes[conv]
 
     async def run(self) -> None:
-        ops = self._ops
+        ready, queues, jobs = self._ready, self._queues, self._jobs
+        done = 0  # recipients since the last checkpoint
         while True:
-            while not ops:
+            while not ready:
+                done = 0
                 await self._lot.park()
-            match ops.popleft():
+            conv = ready.popleft()
+            queue = queues[conv]
+            job = jobs.pop(conv, None) or self._next_job(queue)
+            if job is not None:
+                sent = next(job, None)
+                if sent is not None:  # not finished: its next slice comes in turn
+                    jobs[conv] = job
+                    done += sent
+            if queue or conv in jobs:
+                ready.append(conv)
+            else:
+                del queues[conv]
+            done += 1
+            if done >= YIELD_EVERY:
+                done = 0
+                await trio.lowlevel.checkpoint()
+
+    def _next_job(self, queue: deque[ShardOp]) -> Iterator[int] | None:
+        """Carry out the table changes at the head of `queue`; the push after them as a job
+        of slices, if one comes next."""
+        while queue:
+            match queue.popleft():
                 case Push(deliveries) if _to_members(deliveries):
                     run = [deliveries]
-                    while ops and len(run) < MAX_RUN and _continues(ops[0], deliveries.conv):
-                        run.append(ops.popleft().deliveries)  # type: ignore[union-attr]
-                    await self._push_run(deliveries.conv, run)
+                    while queue and len(run) < MAX_RUN and _continues(queue[0], deliveries.conv):
+                        run.append(queue.popleft().deliveries)  # type: ignore[union-attr]
+                    return self._push_run(deliveries.conv, run)
                 case Push(deliveries):
-                    await self._push(deliveries)
+                    return self._push(deliveries)
                 case Attach(conv, conn):
                     self._attach(conv, conn)
                 case Detach(conv, conn):
                     self._detach(conv, conn)
+        return None
 
-    async def _push_run(self, conv: str, run: list[Deliveries]) -> None:
+    def _push_run(self, conv: str, run: list[Deliveries]) -> Iterator[int]:
         """Consecutive events of one conversation to all its live members, with no change of
-        membership among them: each recipient is visited once for the whole run, so a
-        connection's writer wakes once and writes them all in one `send_all`."""
+        membership among them: each recipient is visited once for the whole run and gets
+        all of it in one put. Yields the recipients of each slice."""
         fanout = self.fanout
         first = run[0].frame
         assert isinstance(first, Event)  # _to_members
@@ -133,7 +169,8 @@ class Shard:
                     conn.wake()
                 sent += 1
                 if sent % YIELD_EVERY == 0:
-                    await trio.lowlevel.checkpoint()
+                    yield YIELD_EVERY
+        yield sent % YIELD_EVERY
         metrics = fanout.metrics
         if metrics is not None and sent:
             for d in run:
@@ -142,7 +179,9 @@ class Shard:
             metrics.deliveries.inc(sent * len(run))
             metrics.fanout_seconds.observe((time.perf_counter() - started) / len(run))
 
-    async def _push(self, d: Deliveries) -> None:
+    def _push(self, d: Deliveries) -> Iterator[int]:
+        """One frame to its audience, with the membership changes it carries. Yields the
+        recipients of each slice."""
         fanout = self.fanout
         audience = d.audience
         groups: Iterable[Iterable[Connection]]
@@ -176,7 +215,8 @@ class Shard:
                     conn.wake()
                 sent += 1
                 if sent % YIELD_EVERY == 0:
-                    await trio.lowlevel.checkpoint()
+                    yield YIELD_EVERY
+        yield sent % YIELD_EVERY
         for user in d.left:
             for conn in fanout.conns_of((user,)):
                 self._detach(d.conv, conn)

@@ -11,7 +11,7 @@ import trio.testing
 
 from imcore.core import Audience, Codec, Deliveries, Encoding, Limits
 from imcore.core.frames import Event, SysChange
-from imcore.server.fanout import Fanout
+from imcore.server.fanout import YIELD_EVERY, Fanout
 from imcore.server.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -153,3 +153,45 @@ async def test_a_backlog_of_one_conversation_reaches_each_recipient_in_one_put(
     assert outbox.puts == [2, 3]  # the membership change was pushed on its own
     assert len(b.frames()) == 4  # from the event that added b
     assert a.session.pushes == [(G, 1), (G, 3), (G, 4)]
+
+
+class LoggingOutbox(Outbox):
+    """Notes in one shared list which user each put went to, in order."""
+
+    def __init__(self, user: str, log: list[str]) -> None:
+        super().__init__(100, 1 << 20)
+        self.user, self.log = user, log
+
+    def put_nowait(self, payload: bytes) -> None:
+        self.log.append(self.user)
+        super().put_nowait(payload)
+
+    def put_many(self, payloads: list[bytes], size: int) -> None:
+        self.log.append(self.user)
+        super().put_many(payloads, size)
+
+
+async def test_a_big_group_does_not_hold_up_a_direct_message_in_its_shard(
+    nursery: trio.Nursery,
+) -> None:
+    limits = Limits()
+    fanout = Fanout([Codec(Encoding.JSON, limits)], shards=1, now_ms=lambda: 0)
+    await nursery.start(fanout.run)
+    log: list[str] = []
+    members = [FakeConnection(f"m{i}", codec_index=0) for i in range(5 * YIELD_EVERY)]
+    peer = FakeConnection("peer", codec_index=0)
+    for conn in [*members, peer]:
+        conn.outbox = LoggingOutbox(conn.user, log)
+    for conn in members:
+        fanout.connect(as_conn(conn), [G])
+    fanout.connect(as_conn(peer), ["dm:a:peer"])
+    await trio.testing.wait_all_tasks_blocked()
+    fanout.publish(Deliveries(G, event(1)))
+    fanout.publish(Deliveries(G, event(2)))
+    dm = Event(conv="dm:a:peer", seq=1, ts=9, sender="a", dev="d", at=0, cmid="c", body=1)
+    fanout.publish(Deliveries("dm:a:peer", dm))
+    await trio.testing.wait_all_tasks_blocked()
+    assert log.index("peer") == YIELD_EVERY  # right after the group's first slice
+    assert len(log) == len(members) + 1  # the two group events went as one run
+    for conn in members:  # each member still has the group's events in order
+        assert [json.loads(f[f.index(b"{") :])["seq"] for f in conn.frames()] == [1, 2]
