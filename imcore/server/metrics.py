@@ -54,6 +54,11 @@ class Metrics:
         self.connections = Gauge("imcore_connections", "Live WebSocket connections", registry=r)
         self.frames_in = Counter("imcore_frames_in", "Frames received, by op", ["op"], registry=r)
         self.frames_out = Counter("imcore_frames_out", "Frames sent, by op", ["op"], registry=r)
+        # Each label's child, made once: `labels()` takes a lock and builds a key per call,
+        # and these are counted for every frame.
+        self._frames_in = {op: self.frames_in.labels(op) for op in (*KNOWN_OPS, "other")}
+        self._frames_out = {kind: self.frames_out.labels(op) for kind, op in OP_OF.items()}
+        self._frames_out_other = self.frames_out.labels("other")
         self.sends = Counter("imcore_sends", "Messages sequenced (not dups)", registry=r)
         self.deliveries = Counter("imcore_deliveries", "Pushes queued for connections", registry=r)
         self.errors = Counter("imcore_errors", "error frames sent, by code", ["code"], registry=r)
@@ -134,7 +139,8 @@ class Metrics:
 
     def frame_in(self, op: str | None) -> None:
         # Only known ops become labels, so a client cannot grow the metric without bound.
-        self.frames_in.labels(op if op in KNOWN_OPS else "other").inc()
+        frames_in = self._frames_in
+        (frames_in.get(op or "other") or frames_in["other"]).inc()
 
     def frame_out(self, frame: object, count: int = 1) -> None:
-        self.frames_out.labels(OP_OF.get(type(frame), "other")).inc(count)
+        self._frames_out.get(type(frame), self._frames_out_other).inc(count)
