@@ -3,11 +3,17 @@ straight to the socket when its writer is idle."""
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
 import trio
 from trio.testing import wait_all_tasks_blocked
 
 from imcore.core import CloseCode
 from imcore.server.outbox import Outbox
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 def test_put_many_counts_every_frame_against_the_limit() -> None:
@@ -41,32 +47,35 @@ class Socket:
         return len(taken)
 
 
-async def parked_writer(outbox: Outbox, batches: list[list[bytes]]) -> None:
-    batches.append(await outbox.get_batch())
-
-
-async def test_a_frame_for_an_idle_writer_goes_straight_to_the_socket() -> None:
-    socket = Socket(room=1000)
+@asynccontextmanager
+async def parked_writer(room: int) -> AsyncIterator[tuple[Outbox, Socket, list[list[bytes]]]]:
+    """An outbox on a socket that takes `room` bytes a write, whose writer is parked; what
+    the writer takes, if it wakes, is in the list."""
+    socket = Socket(room)
     outbox = Outbox(max_frames=4, max_bytes=1000, write_now=socket.write_now)
     batches: list[list[bytes]] = []
+
+    async def writer() -> None:
+        batches.append(await outbox.get_batch())
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(parked_writer, outbox, batches)
+        nursery.start_soon(writer)
         await wait_all_tasks_blocked()
-        outbox.put_nowait(b"one")
-        outbox.put_many([b"two", b"three"], 8)
+        yield outbox, socket, batches
         await wait_all_tasks_blocked()
-        assert socket.written == [b"one", b"twothree"]
-        assert batches == []  # the writer never woke
         nursery.cancel_scope.cancel()
 
 
+async def test_a_frame_for_an_idle_writer_goes_straight_to_the_socket() -> None:
+    async with parked_writer(room=1000) as (outbox, socket, batches):
+        outbox.put_nowait(b"one")
+        outbox.put_many([b"two", b"three"], 8)
+    assert socket.written == [b"one", b"twothree"]
+    assert batches == []  # the writer never woke
+
+
 async def test_what_the_socket_does_not_take_is_queued_in_order() -> None:
-    socket = Socket(room=2)
-    outbox = Outbox(max_frames=4, max_bytes=1000, write_now=socket.write_now)
-    batches: list[list[bytes]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(parked_writer, outbox, batches)
-        await wait_all_tasks_blocked()
+    async with parked_writer(room=2) as (outbox, socket, batches):
         outbox.put_nowait(b"hello")
         outbox.put_nowait(b"world")  # queued behind the rest of "hello", not written
     assert socket.written == [b"he"]
