@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 #: A big fan-out yields to the scheduler after this many recipients, so it cannot hold the
 #: event loop (and every other connection's latency) for the whole group.
-YIELD_EVERY = 64
+YIELD_EVERY = 32
 #: At most this many events of one conversation are pushed as one run; a longer backlog is
 #: split, so no outbox gets more at once than a healthy reader drains in one write.
 MAX_RUN = 64
