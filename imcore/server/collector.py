@@ -50,6 +50,11 @@ CHECK_S = 5.0
 #: No full collection below this many memory blocks in use.
 FLOOR = 1_000_000
 
+# Servers of one process (as in tests) share the collector: the first to install saves its
+# thresholds, the last to uninstall restores them.
+_installed = 0
+_saved = gc.get_threshold()
+
 
 class Collector:
     """The collection policy of one server: `install` it once the state is recovered,
@@ -66,23 +71,30 @@ class Collector:
         self.full_collections = 0
         self._limit = FLOOR
         self._started = 0.0
-        self._saved = gc.get_threshold()
 
     def install(self) -> None:
         """Freeze what exists now (the recovered state), and every survivor from now on."""
+        global _installed, _saved
+        if _installed == 0:
+            _saved = gc.get_threshold()
+            gc.set_threshold(self.young, 10, 10)
+        _installed += 1
         gc.collect()
         gc.freeze()
         self._limit = max(FLOOR, 2 * sys.getallocatedblocks())
-        self._saved = gc.get_threshold()
-        gc.set_threshold(self.young, 10, 10)
         gc.callbacks.append(self._on_collection)
 
     def uninstall(self) -> None:
-        """Back to the collector's defaults; frozen objects are collectable again."""
-        if self._on_collection in gc.callbacks:
-            gc.callbacks.remove(self._on_collection)
-        gc.set_threshold(*self._saved)
-        gc.unfreeze()
+        """Stop this policy. The last one of the process to stop puts the collector's
+        thresholds back and makes frozen objects collectable again."""
+        global _installed
+        if self._on_collection not in gc.callbacks:
+            return
+        gc.callbacks.remove(self._on_collection)
+        _installed -= 1
+        if _installed == 0:
+            gc.set_threshold(*_saved)
+            gc.unfreeze()
 
     def due(self) -> bool:
         """Have the memory blocks in use doubled since the last full collection?"""

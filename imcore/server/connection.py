@@ -83,7 +83,8 @@ class Connection:
         self.codec = session.codec
         self.codec_index = codec_index
         limits = hub.chat.limits
-        self.outbox = Outbox(limits.outbox_frames, limits.outbox_bytes, ws.write_now)
+        write_now = ws.write_now if ws.writes_now else None
+        self.outbox = Outbox(limits.outbox_frames, limits.outbox_bytes, write_now)
         self.closed = False
         self.by_client = False  # the client started the closing handshake
         self.attached: set[str] = set()  # conversations whose fan-out table holds it

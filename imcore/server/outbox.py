@@ -39,6 +39,7 @@ class Outbox:
     __slots__ = (
         "_bytes",
         "_items",
+        "_partial",
         "_waiter",
         "close_code",
         "close_reason",
@@ -55,6 +56,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self._items: list[Payload] = []
         self._bytes = 0
+        self._partial = False  # the first item is the rest of a frame partly written already
         self._waiter: trio.lowlevel.Task | None = None  # the writer, while it waits
         self.close_code: int | None = None  # a CloseCode, or an RFC 6455 code
         self.close_reason = ""
@@ -71,8 +73,8 @@ class Outbox:
             sent = self.write_now(payload)
             if sent == size:
                 return
-            payload, size = payload[sent:], size - sent
-        if items and (len(items) >= self.max_frames or self._bytes + size > self.max_bytes):
+            payload, size, self._partial = payload[sent:], size - sent, sent > 0
+        elif items and (len(items) >= self.max_frames or self._bytes + size > self.max_bytes):
             self.close_nowait(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
             return
         items.append(payload)
@@ -86,16 +88,16 @@ class Outbox:
             return
         items = self._items
         was_empty = not items
+        over_bytes = self._bytes + size > self.max_bytes and (items or len(payloads) > 1)
+        if len(items) + len(payloads) > self.max_frames or over_bytes:
+            self.close_nowait(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
+            return
         if was_empty and self._waiter is not None and self.write_now is not None:
             data = payloads[0] if len(payloads) == 1 else b"".join(payloads)
             sent = self.write_now(data)
             if sent == size:
                 return
-            payloads, size = [data[sent:]], size - sent
-        over_bytes = self._bytes + size > self.max_bytes and (items or len(payloads) > 1)
-        if len(items) + len(payloads) > self.max_frames or over_bytes:
-            self.close_nowait(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
-            return
+            payloads, size, self._partial = [data[sent:]], size - sent, sent > 0
         items.extend(payloads)
         self._bytes += size
         if was_empty:
@@ -107,8 +109,11 @@ class Outbox:
             return
         self.close_code, self.close_reason = code, reason
         if not flush:
-            self._items.clear()
-            self._bytes = 0
+            # Whole frames are dropped; the rest of one already partly on the wire is kept,
+            # or the close frame would land inside it.
+            kept = self._items[:1] if self._partial else []
+            self._items = kept
+            self._bytes = sum(map(len, kept))
         self._wake()
         if self.on_close is not None:
             self.on_close()
@@ -121,6 +126,7 @@ class Outbox:
             await trio.lowlevel.wait_task_rescheduled(self._abort)
         batch, self._items = self._items, []
         self._bytes = 0
+        self._partial = False
         return batch
 
     def _wake(self) -> None:

@@ -226,11 +226,14 @@ class WebSocket:
         except LocalProtocolError:  # not in this state
             return b""
 
+    @property
+    def writes_now(self) -> bool:
+        """Whether `write_now` can write at all: only a socket can."""
+        return self._fd >= 0
+
     def write_now(self, data: bytes) -> int:
         """Write what the socket takes without waiting; how many bytes that was. Errors
         read as 0: the writer's next `send` meets them and ends the connection."""
-        if self._fd < 0:
-            return 0
         try:
             return os.write(self._fd, data)
         except OSError:

@@ -92,3 +92,17 @@ async def test_a_young_generation_hidden_by_frees_of_old_objects_is_still_collec
         await trio.sleep(0.5)
         nursery.cancel_scope.cancel()
     assert len(gc.get_objects(0)) < collector.young
+
+
+def test_two_servers_in_one_process_share_the_collector() -> None:
+    thresholds = gc.get_threshold()
+    first, second = Collector(young=1_000), Collector(young=1_000)
+    first.install()
+    second.install()
+    first.uninstall()
+    assert gc.get_threshold()[0] == 1_000  # the second still runs
+    assert second._on_collection in gc.callbacks
+    second.uninstall()
+    second.uninstall()  # a second call changes nothing
+    assert gc.get_threshold() == thresholds
+    assert gc.get_freeze_count() == 0

@@ -90,3 +90,21 @@ def test_no_direct_write_without_a_parked_writer_or_after_a_close() -> None:
     outbox.put_nowait(b"b")
     assert socket.written == []
     assert outbox.statistics() == {"frames": 1, "bytes": 1}
+
+
+async def test_a_close_keeps_the_rest_of_a_frame_already_partly_written() -> None:
+    async with parked_writer(room=2) as (outbox, socket, batches):
+        outbox.put_nowait(b"hello")  # "he" is on the wire
+        outbox.put_nowait(b"world")
+        outbox.close_nowait(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
+    assert socket.written == [b"he"]
+    assert batches == [[b"llo"]]  # the close frame will follow a whole frame
+
+
+async def test_a_run_over_the_limits_is_refused_even_when_it_could_go_straight_out() -> None:
+    async with parked_writer(room=0) as (outbox, socket, batches):
+        outbox.max_bytes = 100
+        outbox.put_many([b"x" * 60, b"y" * 60], 120)
+    assert outbox.close_code is CloseCode.SLOW_CONSUMER
+    assert socket.written == []
+    assert batches == [[]]
