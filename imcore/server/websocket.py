@@ -152,7 +152,16 @@ class WebSocket:
         max_message: bytes a client message may have.
     """
 
-    __slots__ = ("_fd", "_parts", "_size", "max_message", "protocol", "stream", "subprotocol")
+    __slots__ = (
+        "_fd",
+        "_full",
+        "_parts",
+        "_size",
+        "max_message",
+        "protocol",
+        "stream",
+        "subprotocol",
+    )
 
     def __init__(
         self,
@@ -167,6 +176,7 @@ class WebSocket:
         self.max_message = max_message
         # A socket is written straight away when it has room (see `send`).
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._full = False  # the last read filled the buffer: more is probably waiting
         self._parts: list[str | bytes] = []  # a fragmented message so far
         self._size = 0
 
@@ -182,7 +192,7 @@ class WebSocket:
         if self.protocol.state is ConnectionState.CLOSED:
             return [CloseConnection(CloseReason.ABNORMAL_CLOSURE)]
         try:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
+            data = await (self._read() if self._fd >= 0 else self.stream.receive_some(RECEIVE_SIZE))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         self.protocol.receive_data(cast("bytes", data) or None)
@@ -208,6 +218,30 @@ class WebSocket:
             if event.message_finished:
                 self._size = 0
         return received
+
+    async def _read(self) -> bytes:
+        """One read from the socket.
+
+        trio's `receive_some` tries the socket first, and after a read that succeeds it
+        still passes through the scheduler once. A client that waits for its ack has
+        nothing more to read after each message, so that first try is a wasted system call
+        and exception. Here the read waits for the socket first, unless the last read
+        filled the buffer; either way it passes through the scheduler once.
+        """
+        if self._full:
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.wait_readable(self._fd)
+        while True:
+            try:
+                data = os.read(self._fd, RECEIVE_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._fd)
+                continue
+            except OSError:
+                return b""  # reset or otherwise lost: read as the end
+            self._full = len(data) == RECEIVE_SIZE
+            return data
 
     def pong(self, ping: Ping) -> bytes:
         return self._control(ping.response())

@@ -101,3 +101,21 @@ async def test_a_client_that_vanishes_mid_frame_is_dropped(server: RunningServer
         other = await connect(server)
         await hello(other, "bob")
         await other.aclose()
+
+
+async def test_frames_sent_faster_than_one_read_takes_are_all_answered_in_order(
+    server: RunningServer,
+) -> None:
+    # 6,000 frames in one write: well over one read's buffer, so the server reads on
+    # without waiting for the socket in between.
+    with trio.fail_after(20):
+        ws = await connect(server)
+        await hello(ws)
+        frames = [json.dumps({"op": "ping", "id": i}).encode() for i in range(6000)]
+        assert sum(map(len, frames)) > 2 * 65_536
+        await ws.send_many(frames, OP_TEXT)
+        ids: list[int] = []
+        while len(ids) < len(frames):
+            ids += [json.loads(reply)["id"] for reply in await ws.receive()]
+        assert ids == list(range(6000))
+        await ws.aclose()
