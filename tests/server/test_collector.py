@@ -94,6 +94,40 @@ async def test_a_young_generation_hidden_by_frees_of_old_objects_is_still_collec
     assert len(gc.get_objects(0)) < collector.young
 
 
+def test_young_generations_are_only_frozen_while_collections_find_nothing(
+    collector: Collector,
+) -> None:
+    kept: list[Node] = []
+
+    def tend_full() -> str:
+        """Fill the young generation with survivors, tend it: what it did."""
+        kept.extend(Node() for _ in range(collector.young))
+        frozen, pauses = collector.young_frozen, []
+        collector.on_pause = pauses.append
+        collector.tend()
+        assert len(gc.get_objects(0)) < collector.young
+        return "frozen" if collector.young_frozen > frozen else "collected" if pauses else "-"
+
+    gc.disable()  # only `tend` decides here
+    try:
+        assert tend_full() == "collected"  # nothing found: the next one is only frozen
+        assert tend_full() == "frozen"
+        assert tend_full() == "collected"  # nothing again: the next three are frozen
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        del a, b
+        assert [tend_full() for _ in range(3)] == ["frozen"] * 3
+        c, d = Node(), Node()
+        c.other, d.other = d, c
+        gone = weakref.ref(c)
+        del c, d
+        assert tend_full() == "collected"
+        assert gone() is None  # garbage found: back to collecting every time
+        assert tend_full() == "collected"
+    finally:
+        gc.enable()
+
+
 def test_two_servers_in_one_process_share_the_collector() -> None:
     thresholds = gc.get_threshold()
     first, second = Collector(young=1_000), Collector(young=1_000)
