@@ -7,6 +7,7 @@ Blocking: they run through `run_blocking`, in a worker thread, never on the loop
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 import trio
@@ -14,6 +15,8 @@ import trio
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+
+    import outcome
 
 T = TypeVar("T")
 
@@ -64,11 +67,26 @@ class Files:
 
 
 async def run_blocking(files: Files, fn: Callable[..., T], *args: object) -> T:
-    """Run a blocking file operation of `files` off the event loop (see `in_thread`)."""
-    if files.in_thread:
-        return await trio.to_thread.run_sync(fn, *args)
-    await trio.lowlevel.checkpoint()
-    return fn(*args)
+    """Run a blocking file operation of `files` off the event loop (see `in_thread`).
+
+    Not cancellable once started: a write in flight is waited for. Unlike
+    `trio.to_thread.run_sync` this takes no capacity-limiter token, whose acquisition
+    passes through the scheduler: a commit waits behind every task that is ready at that
+    moment, once more for each pass, and the few callers here never need a limit.
+    """
+    if not files.in_thread:
+        await trio.lowlevel.checkpoint()
+        return fn(*args)
+    await trio.lowlevel.checkpoint_if_cancelled()
+    task = trio.lowlevel.current_task()
+    token = trio.lowlevel.current_trio_token()
+
+    def deliver(result: outcome.Outcome[T]) -> None:  # in the worker thread
+        token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+
+    trio.lowlevel.start_thread_soon(partial(fn, *args), deliver)
+    result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+    return result
 
 
 def numbered_files(directory: Path, parse: Callable[[str], int | None]) -> list[tuple[int, Path]]:

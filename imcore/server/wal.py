@@ -129,7 +129,13 @@ class Wal:
         Raises:
             OSError: the disk refused; the log is now `failed` and refuses all later commits.
         """
-        async with self._lock:  # LSNs are given in the order records reach the file
+        # LSNs are given in the order records reach the file. The lock is nearly always
+        # free, and taking it without `async with` spares a pass through the scheduler.
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+        try:
             if self.failed:
                 raise OSError("the write-ahead log failed earlier; restart the server")
             first = self.next_lsn
@@ -145,6 +151,8 @@ class Wal:
             self.durable_lsn = self.next_lsn - 1
             if sync:
                 self.synced_lsn = self.durable_lsn
+        finally:
+            self._lock.release()
 
     async def sync(self) -> None:
         """fsync what was written (the "interval" policy's timer, and shutdown)."""
