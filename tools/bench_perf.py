@@ -596,8 +596,8 @@ def mixed(args: argparse.Namespace) -> None:
         row["gen_core_share"] = share
         row["gen_bound"] = share > GENERATOR_BOUND
         # The flood ran longer than the measured window: count its deliveries at its rate.
-        flood = background["deliveries_per_s"] * row["seconds"]
-        row["server_us_per_delivery"] = row["server_cpu_s"] / (flood + row["deliveries"]) * 1e6
+        flooded = background["deliveries_per_s"] * row["seconds"]
+        row["server_us_per_delivery"] = row["server_cpu_s"] / (flooded + row["deliveries"]) * 1e6
         rows.append(row)
     keys = ["acked_per_s", "ack_p50_ms", "ack_p99_ms", "e2e_p50_ms", "e2e_p99_ms"]
     keys += ["flood_deliveries_per_s", "flood_e2e_p99_ms", "flood_dropped"]
