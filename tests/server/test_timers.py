@@ -46,3 +46,16 @@ async def test_an_earlier_deadline_wakes_the_sleeping_task(
     timers.schedule(early, 5.0)
     await trio.sleep(200)
     assert calls == [("early", 5.0), ("late", 100.0)]
+
+
+async def test_deadlines_close_together_are_handled_in_one_wake_up_at_most_20_ms_late(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    timers = Timers()
+    await nursery.start(timers.run)
+    calls: list[tuple[str, float]] = []
+    for name, when in [("a", 10.001), ("b", 10.013), ("c", 10.02), ("d", 10.021)]:
+        timers.schedule(Owner(name, calls), when)
+    await trio.sleep(11)
+    assert [name for name, _ in calls] == ["a", "b", "c", "d"]
+    assert [at for _, at in calls] == [10.02, 10.02, 10.02, 10.04]
