@@ -156,11 +156,12 @@ class Collector:
         # Everything the collection left alive has outlived it: out of the next one's way.
         # (Freezing here is safe: the collection is over, and freezing only moves lists.)
         gc.freeze()
-        if info["generation"] == 0:
-            if info["collected"]:
-                self._dry = self._skip = 0
-            else:
-                self._dry += 1
-                self._skip = min((1 << min(self._dry, 8)) - 1, MAX_SKIP)
+        # Any collection that found garbage says young collections are worth it again.
+        # (Python's own also run as generations 1 and 2, on young objects only.)
+        if info["collected"]:
+            self._dry = self._skip = 0
+        elif info["generation"] == 0:
+            self._dry += 1
+            self._skip = min((1 << min(self._dry, 8)) - 1, MAX_SKIP)
         if self.on_pause is not None:
             self.on_pause(time.perf_counter() - self._started)

@@ -103,6 +103,10 @@ class _LoopMetrics(Collector):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
+    def describe(self) -> Iterator[Metric]:
+        # Names known to the registry: it refuses a clash, and filtered scrapes find them.
+        return self.collect()
+
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
         for name, documentation, counters in (

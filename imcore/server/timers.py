@@ -25,6 +25,15 @@ SLICE_S = 0.002
 GRID_PER_S = 50
 
 
+def _slot(when: float) -> float:
+    """The first grid point at or after `when`. (Never before it: `when * GRID_PER_S` can
+    round down to a whole number, and a wake-up a hair early would handle nothing and
+    sleep to the same point again.)"""
+    if math.isinf(when):
+        return when
+    return max(math.ceil(when * GRID_PER_S) / GRID_PER_S, when)
+
+
 class Timed(Protocol):
     """Something with one deadline at a time: `due` is when it wants `on_timer` called."""
 
@@ -51,7 +60,7 @@ class Timers:
         heap = self._heap
         earliest = heap[0][0] if heap else math.inf
         heapq.heappush(heap, (when, next(self._order), owner))
-        if when < earliest:
+        if _slot(when) < _slot(earliest):
             self._lot.unpark_all()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -68,6 +77,5 @@ class Timers:
                     if time.perf_counter() - sliced > SLICE_S:  # deadlines fall together
                         await trio.lowlevel.checkpoint()
                         sliced = time.perf_counter()
-            wake = math.ceil(heap[0][0] * GRID_PER_S) / GRID_PER_S if heap else math.inf
-            with trio.move_on_at(wake):
+            with trio.move_on_at(_slot(heap[0][0]) if heap else math.inf):
                 await self._lot.park()

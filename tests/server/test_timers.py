@@ -59,3 +59,18 @@ async def test_deadlines_close_together_are_handled_in_one_wake_up_at_most_20_ms
     await trio.sleep(11)
     assert [name for name, _ in calls] == ["a", "b", "c", "d"]
     assert [at for _, at in calls] == [10.02, 10.02, 10.02, 10.04]
+
+
+async def test_a_deadline_a_hair_past_a_grid_point_is_still_handled(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # 0.64 + 1.0 is 1.6400000000000001, and 1.6400000000000001 * 50 rounds to exactly 82:
+    # a wake-up at 1.64 would come a hair early, find nothing due, and sleep to 1.64 again.
+    timers = Timers()
+    await nursery.start(timers.run)
+    calls: list[tuple[str, float]] = []
+    timers.schedule(Owner("a", calls), 0.64 + 1.0)
+    timers.schedule(Owner("never", calls), math.inf)
+    with trio.fail_after(5):
+        await trio.sleep(2)
+    assert calls == [("a", 0.64 + 1.0)]
