@@ -21,7 +21,7 @@ serve: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy imcore
+	$(BIN)/mypy imcore tools tests
 
 test: lint
 	$(BIN)/pytest

@@ -23,11 +23,10 @@ from typing import Any
 import cbor2
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import SECRET, Server, percentile, pinned, print_table, process_cpu
-from wsload import RawWebSocket
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imcore.core import auth
+from tools.benchlib import SECRET, Server, percentile, pinned, print_table, process_cpu
+from tools.wsload import RawWebSocket
 
 ADMIN_PORT = 18_790
 ACK_KEY = cbor2.dumps("op") + cbor2.dumps("ack")

@@ -29,13 +29,12 @@ from typing import Any
 import cbor2
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import SECRET, Server, percentile, pinned, print_table, process_cpu
-from wsload import RawWebSocket
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imcore.core import Chat, Limits, auth
 from imcore.core.frames import Event
 from imcore.core.snapshot import SnapshotEncoder, snapshot_name
+from tools.benchlib import SECRET, Server, percentile, pinned, print_table, process_cpu
+from tools.wsload import RawWebSocket
 
 GROUP_SIZE = 10
 GROUP_SHARE = 0.2  # of connections that send to groups; the rest are DM pairs
@@ -151,7 +150,8 @@ def run_generator(port: int, conns: int, seconds: float, rate: float) -> dict[st
         str(rate),
     ]
     out = subprocess.run(pinned("1", command), capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def one_run(policy: str, conns: int, seconds: float, rate: float, mode: str) -> dict[str, Any]:

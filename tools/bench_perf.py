@@ -36,11 +36,10 @@ from typing import Any
 import cbor2
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import SECRET, Server, percentile, pinned, print_table, process_cpu, rss_of
-from wsload import OP_PONG, RawWebSocket, client_frame
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imcore.core import auth
+from tools.benchlib import SECRET, Server, percentile, pinned, print_table, process_cpu, rss_of
+from tools.wsload import OP_PONG, RawWebSocket, client_frame
 
 HOST = "127.0.0.1"
 ACK_KEY = cbor2.dumps("op") + cbor2.dumps("ack")  # after a one-byte map header: an ack
@@ -179,6 +178,13 @@ async def create_group(spec: dict[str, Any], owner: Client, conv: str, members: 
     await owner.all_acked.wait()
 
 
+def socket_fd(ws: RawWebSocket) -> int:
+    """The file descriptor under a TCP client (what RawWebSocket.connect opens)."""
+    stream = ws.stream
+    assert isinstance(stream, trio.SocketStream)
+    return stream.socket.fileno()
+
+
 def ready() -> float:
     """Tell the orchestrator the measured phase starts; our CPU so far."""
     print("ready", flush=True)
@@ -220,7 +226,7 @@ async def gen_fanout(spec: dict[str, Any]) -> dict[str, Any]:
             client.window = trio.Semaphore(spec["window"])
             nursery.start_soon(client.read)
         members = clients[senders:]
-        fds = [(c.ws.stream.socket.fileno(), c.sample) for c in members]
+        fds = [(socket_fd(c.ws), c.sample) for c in members]
         cpu0 = ready()
         stats.counting = drained.counting = True
         start = time.perf_counter()
@@ -302,7 +308,7 @@ async def gen_flood(spec: dict[str, Any]) -> dict[str, Any]:
             clients = await connect_all(spec, names, stats, readers)
             await create_group(spec, clients[0], conv, [u for u, _ in names[1:]])
             readers.cancel_scope.cancel()
-        fds = [(c.ws.stream.socket.fileno(), c.sample) for c in clients]
+        fds = [(socket_fd(c.ws), c.sample) for c in clients]
         stop = threading.Event()
         cpu0 = ready()
         stats.counting = True

@@ -40,6 +40,7 @@ class Server:
         line = self.process.stdout.readline()
         match = LISTENING.search(line)
         if not match:
+            assert self.process.stderr is not None
             raise RuntimeError(f"server did not start: {line!r} {self.process.stderr.read()}")
         self.port = int(match.group(2))
 

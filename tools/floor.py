@@ -22,11 +22,11 @@ import sys
 from collections import deque
 from pathlib import Path
 
+import cbor2
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cbor2
-from wsload import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools.wsload import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

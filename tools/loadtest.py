@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import BIN, SECRET, Server, pinned
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools.benchlib import BIN, SECRET, Server, pinned
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "loadtests" / "out"

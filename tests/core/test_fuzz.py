@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from typing import TYPE_CHECKING
 
 import cbor2
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +15,9 @@ from imcore.core import Chat, Close, Codec, Encoding, Limits, Session, Write, au
 from imcore.core.errors import ImcoreError
 from imcore.core.frames import Error
 from tests.helpers.core import SECRET
+
+if TYPE_CHECKING:
+    from imcore.core.session import Effect
 
 NOW = 1_700_000_000_000
 OPS = [
@@ -74,7 +78,7 @@ def session(encoding: Encoding) -> Session:
     return s
 
 
-def allowed(effects: list[object]) -> None:
+def allowed(effects: list[Effect]) -> None:
     for effect in effects:
         if isinstance(effect, Write) and isinstance(effect.frame, Error):
             assert effect.frame.code != "internal"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from itertools import pairwise
+from typing import cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -62,7 +63,7 @@ def to_frame(cmd: tuple[object, ...], n: int) -> Send | GroupCommand:
         return GroupJoin(conv=conv)
     if kind == "leave":
         return GroupLeave(conv=conv)
-    users = tuple(cmd[3])  # type: ignore[arg-type]
+    users = tuple(cast("list[str]", cmd[3]))  # st.lists of USERS in `command`
     return (
         GroupAdd(conv=conv, users=users) if kind == "add" else GroupRemove(conv=conv, users=users)
     )

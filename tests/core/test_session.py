@@ -207,7 +207,7 @@ def test_watch_reports_presence_and_changes_are_published_to_watchers() -> None:
     came = alice.handle(hello(), NOW + 5)
     (publish,) = [e for e in came if isinstance(e, Publish)]
     assert publish.deliveries.frame == Presence(user="alice", online=True, last_seen=NOW + 5)
-    assert publish.deliveries.audience.sessions == {"w"}
+    assert publish.deliveries.audience.sessions == frozenset({"w"})
     (gone,) = alice.close(NOW + 9)
     assert isinstance(gone, Publish)
     assert gone.deliveries.frame == Presence(user="alice", online=False, last_seen=NOW + 9)

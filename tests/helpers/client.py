@@ -79,7 +79,7 @@ class Client:
             await self._receive()
 
     async def next_msgs(self, count: int, conv: str | None = None) -> list[Frame]:
-        msgs = []
+        msgs: list[Frame] = []
         while len(msgs) < count:
             msg = await self.next_push("msg")
             if conv is None or msg["conv"] == conv:
@@ -95,7 +95,7 @@ class Client:
             while True:
                 await self._receive()
         except trio_websocket.ConnectionClosed as closed:
-            return closed.reason.code
+            return None if closed.reason is None else closed.reason.code
 
 
 def token(user: str, ttl_s: int = 3600) -> str:

@@ -29,4 +29,4 @@ def do(
 
 
 def new_chat(**limits: int) -> Chat:
-    return Chat(Limits(**limits))  # type: ignore[arg-type]
+    return Chat(Limits(**limits))

@@ -48,8 +48,14 @@ async def open_memory_client(
     """A WebSocket client over an in-memory stream; it has not said hello."""
     async with trio.open_nursery() as nursery:
         stream = await listener.connect()
+        # trio_websocket annotates the stream as a socket or SSL stream, but it works on any
+        # trio Stream (it only looks for a socket to name the endpoints).
         ws = await trio_websocket.wrap_client_stream(
-            nursery, stream, "localhost", "/ws", subprotocols=[encoding]
+            nursery,
+            stream,  # type: ignore[arg-type]
+            "localhost",
+            "/ws",
+            subprotocols=[encoding],
         )
         try:
             yield Client(ws, encoding)

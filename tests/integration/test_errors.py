@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -29,7 +29,7 @@ async def test_every_request_error_is_answered_and_changes_nothing(
         async with open_client(server, "alice") as alice, open_client(server, "bob") as bob:
             await alice.request(op="send", conv=DM, cmid="before", body="hi")
             await alice.request(op="group.create", conv="g:team", members=["bob"])
-            cases = [
+            cases: list[tuple[dict[str, Any], str]] = [
                 ({"op": "teleport"}, "unknown_op"),
                 ({"op": "send", "conv": "dm:bob:alice", "cmid": "c", "body": 1}, "invalid"),
                 ({"op": "send", "conv": DM, "cmid": "c"}, "invalid"),

@@ -93,7 +93,7 @@ async def test_fuzzed_frames_get_errors_or_spec_closes_and_others_carry_on(
                             await ws.send(data, opcode)
                         sent += len(batch)
                         # a ping after the batch: its pong means every answer is in
-                        barrier = {"op": "ping", "id": f"barrier{sent}"}
+                        barrier: dict[str, object] = {"op": "ping", "id": f"barrier{sent}"}
                         await ws.send(*encode(barrier, binary))
                         done = False
                         while not done:

@@ -39,7 +39,7 @@ async def flood(server: RunningServer, sender: Client, readers: list[Client], ta
     latencies: list[float] = []
 
     async def read(client: Client) -> None:
-        seqs = []
+        seqs: list[int] = []
         while len(seqs) < MESSAGES:
             msg = await client.next_push("msg")
             body = msg.get("body")  # membership events have none

@@ -102,7 +102,8 @@ def test_young_generations_are_only_frozen_while_collections_find_nothing(
     def tend_full() -> str:
         """Fill the young generation with survivors, tend it: what it did."""
         kept.extend(Node() for _ in range(collector.young))
-        frozen, pauses = collector.young_frozen, []
+        frozen = collector.young_frozen
+        pauses: list[float] = []
         collector.on_pause = pauses.append
         collector.tend()
         assert len(gc.get_objects(0)) < collector.young

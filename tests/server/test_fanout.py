@@ -113,7 +113,7 @@ async def test_a_connection_closed_while_its_user_is_removed_leaves_no_trace(
     fanout.disconnect(as_conn(b))
     fanout.publish(Deliveries(G, event(5, SysChange(type="remove", users=("b",))), left=("b",)))
     await trio.testing.wait_all_tasks_blocked()
-    assert fanout.shard(G).routes[G][1] == {a}
+    assert fanout.shard(G).routes[G][1] == {as_conn(a)}
 
 
 async def test_audiences_by_user_and_excluding_the_origin(nursery: trio.Nursery) -> None:

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
 
-def samples(registry: CollectorRegistry, name: str) -> dict[tuple[str, tuple], float]:
+def samples(
+    registry: CollectorRegistry, name: str
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in registry.collect()
