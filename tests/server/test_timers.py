@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import trio
 import trio.testing
 
@@ -18,12 +19,21 @@ class Owner:
         self.calls.append((self.name, trio.current_time()))
 
 
+@pytest.fixture
+async def timers(nursery: trio.Nursery) -> Timers:
+    started = Timers()
+    await nursery.start(started.run)
+    return started
+
+
+@pytest.fixture
+def calls() -> list[tuple[str, float]]:
+    return []
+
+
 async def test_owners_are_called_at_their_deadlines_and_moved_ones_only_once(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    timers: Timers, calls: list[tuple[str, float]], autojump_clock: trio.testing.MockClock
 ) -> None:
-    timers = Timers()
-    await nursery.start(timers.run)
-    calls: list[tuple[str, float]] = []
     a, b = Owner("a", calls), Owner("b", calls)
     timers.schedule(a, 30.0)
     timers.schedule(b, 20.0)
@@ -35,11 +45,8 @@ async def test_owners_are_called_at_their_deadlines_and_moved_ones_only_once(
 
 
 async def test_an_earlier_deadline_wakes_the_sleeping_task(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    timers: Timers, calls: list[tuple[str, float]], autojump_clock: trio.testing.MockClock
 ) -> None:
-    timers = Timers()
-    await nursery.start(timers.run)
-    calls: list[tuple[str, float]] = []
     late, early = Owner("late", calls), Owner("early", calls)
     timers.schedule(late, 100.0)
     await trio.sleep(1)
@@ -49,11 +56,8 @@ async def test_an_earlier_deadline_wakes_the_sleeping_task(
 
 
 async def test_deadlines_close_together_are_handled_in_one_wake_up_at_most_20_ms_late(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    timers: Timers, calls: list[tuple[str, float]], autojump_clock: trio.testing.MockClock
 ) -> None:
-    timers = Timers()
-    await nursery.start(timers.run)
-    calls: list[tuple[str, float]] = []
     for name, when in [("a", 10.001), ("b", 10.013), ("c", 10.02), ("d", 10.021)]:
         timers.schedule(Owner(name, calls), when)
     await trio.sleep(11)
@@ -62,13 +66,10 @@ async def test_deadlines_close_together_are_handled_in_one_wake_up_at_most_20_ms
 
 
 async def test_a_deadline_a_hair_past_a_grid_point_is_still_handled(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    timers: Timers, calls: list[tuple[str, float]], autojump_clock: trio.testing.MockClock
 ) -> None:
     # 0.64 + 1.0 is 1.6400000000000001, and 1.6400000000000001 * 50 rounds to exactly 82:
     # a wake-up at 1.64 would come a hair early, find nothing due, and sleep to 1.64 again.
-    timers = Timers()
-    await nursery.start(timers.run)
-    calls: list[tuple[str, float]] = []
     timers.schedule(Owner("a", calls), 0.64 + 1.0)
     timers.schedule(Owner("never", calls), math.inf)
     with trio.fail_after(5):
