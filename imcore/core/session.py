@@ -339,7 +339,6 @@ class Session:
             assert isinstance(frame, Hello)
             return self._hello(frame, now_ms)
         chat = self.chat
-        ok: list[Effect] = [] if frame.id is None else [Write(Ok(id=frame.id))]
         match frame:
             case Send():
                 self._take_send_token(now_ms)
@@ -355,18 +354,18 @@ class Session:
             case Recv():
                 delivered = chat.receive(self.user, frame)
                 self._covered(frame.conv, frame.seq, now_ms)
-                return ok if delivered is None else [Publish(delivered), *ok]
+                return _ok(frame) if delivered is None else [Publish(delivered), *_ok(frame)]
             case Typing():
                 notice = chat.typing(self.user, frame, now_ms)
-                return ok if notice is None else [Publish(notice), *ok]
+                return _ok(frame) if notice is None else [Publish(notice), *_ok(frame)]
             case Ping():
                 return [Write(Pong(ts=chat.clock.value, id=frame.id))]
             case Watch():
                 states = chat.presence.watch(self.id, frame.users)
-                return [*(Write(s) for s in states), *ok]
+                return [*(Write(s) for s in states), *_ok(frame)]
             case Unwatch():
                 chat.presence.unwatch(self.id, frame.users)
-                return ok
+                return _ok(frame)
             case Hello():
                 raise Invalid("this connection has already said hello")
             case _:
@@ -395,3 +394,8 @@ class Session:
         if came_online:
             effects += self._presence_change()
         return effects
+
+
+def _ok(frame: ClientFrame) -> list[Effect]:
+    """The `ok` reply of a command with no other answer, if the client gave an id."""
+    return [] if frame.id is None else [Write(Ok(id=frame.id))]
