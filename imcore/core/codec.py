@@ -110,6 +110,8 @@ def check_body(body: Any) -> None:
     Raises:
         Invalid: with the first offending value's kind.
     """
+    if body is None or isinstance(body, bool | int | str):
+        return  # the common case needs no walk
     stack: list[tuple[Any, int]] = [(body, 0)]
     while stack:
         value, depth = stack.pop()

@@ -10,6 +10,7 @@ import re
 from .errors import Invalid
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_CONV = re.compile(r"g:[A-Za-z0-9_.-]{1,64}|dm:([A-Za-z0-9_.-]{1,64}):([A-Za-z0-9_.-]{1,64})")
 MAX_CMID = 64
 
 
@@ -51,14 +52,10 @@ def conv_id(value: object) -> str:
         Invalid: any other form, including `dm:b:a` with a < b.
     """
     if isinstance(value, str):
-        kind, _, rest = value.partition(":")
-        if kind == "g" and _NAME.fullmatch(rest):
+        match = _CONV.fullmatch(value)
+        # User ids are ASCII, so str order is byte order.
+        if match is not None and (match[1] is None or match[1] <= match[2]):
             return value
-        if kind == "dm":
-            a, sep, b = rest.partition(":")
-            # User ids are ASCII, so str order is byte order.
-            if sep and _NAME.fullmatch(a) and _NAME.fullmatch(b) and a <= b:
-                return value
     raise Invalid("conv must be dm:<a>:<b> with a <= b, or g:<name>")
 
 
