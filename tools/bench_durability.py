@@ -1,6 +1,6 @@
 """Durability benchmarks (figures for docs/benchmarks.md; never run as tests).
 
-    python tools/bench_durability.py throughput [--conns 1000] [--seconds 10] [--rounds 2]
+    python tools/bench_durability.py throughput [--conns 1000] [--seconds 10] [--rounds 3]
                                                 [--paced-runs 1]
         Acked sends/s with --fsync always against --fsync never (the baseline) in one
         run, in interleaved rounds, then ack latency at 50% of the durable peak rate.
@@ -337,7 +337,7 @@ def main() -> None:
     p = commands.add_parser("throughput")
     p.add_argument("--conns", type=int, default=1000)
     p.add_argument("--seconds", type=float, default=10)
-    p.add_argument("--rounds", type=int, default=2, help="closed-loop runs of each policy")
+    p.add_argument("--rounds", type=int, default=3, help="closed-loop runs of each policy")
     p.add_argument("--paced-runs", type=int, default=1)
     p.set_defaults(run=throughput)
     for name, run in (("restart", restart), ("snapshot-stall", snapshot_stall)):
