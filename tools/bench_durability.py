@@ -10,7 +10,9 @@
         The longest event-loop gap while a snapshot of that state is written.
 
 The server runs pinned to CPU 0 and the load generator to CPU 1 (taskset); each prints its
-CPU seconds, so a generator-bound run says so.
+CPU seconds, so a generator-bound run says so, and the share of each CPU's time that the
+hypervisor took away (steal): on a shared virtual machine that comes in bursts, each one a
+stall that the latency tail shows.
 """
 
 from __future__ import annotations
@@ -33,7 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imcore.core import Chat, Limits, auth
 from imcore.core.frames import Event
 from imcore.core.snapshot import SnapshotEncoder, snapshot_name
-from tools.benchlib import SECRET, Server, percentile, pinned, print_table, process_cpu
+from tools.benchlib import (
+    SECRET,
+    Server,
+    percentile,
+    pinned,
+    print_table,
+    process_cpu,
+    steal_seconds,
+)
 from tools.wsload import RawWebSocket
 
 GROUP_SIZE = 10
@@ -161,7 +171,11 @@ def one_run(policy: str, conns: int, seconds: float, rate: float, mode: str) -> 
             Path(tmp), "0", "--fsync", policy, "--send-rate", "1000000", "--send-burst", "1000000"
         )
         cpu0 = server.cpu_seconds()
+        steal0 = [steal_seconds(0), steal_seconds(1)]
+        started = time.perf_counter()
         result = run_generator(server.port, conns, seconds, rate)
+        elapsed = time.perf_counter() - started
+        steal = [(steal_seconds(i) - steal0[i]) / elapsed for i in (0, 1)]
         cpu = server.cpu_seconds() - cpu0
         server.stop()
     return {
@@ -170,6 +184,8 @@ def one_run(policy: str, conns: int, seconds: float, rate: float, mode: str) -> 
         **result,
         "server_cpu_s": cpu,
         "gen_cpu_s": result.pop("gen_cpu_s"),
+        "steal_server_pct": steal[0] * 100,
+        "steal_gen_pct": steal[1] * 100,
     }
 
 

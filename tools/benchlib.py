@@ -73,6 +73,21 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def steal_seconds(cpu: int) -> float:
+    """CPU seconds that the hypervisor gave to someone else while `cpu` had work (the
+    "steal" column of /proc/stat; 0 where there is none). On a shared virtual machine it
+    comes in bursts, and every burst is a stall of whatever runs on that CPU."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return 0.0
+    for line in lines:
+        fields = line.split()
+        if fields[0] == f"cpu{cpu}":
+            return int(fields[8]) / CLOCK_TICKS if len(fields) > 8 else 0.0
+    return 0.0
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
