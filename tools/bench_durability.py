@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 import trio
@@ -45,6 +45,9 @@ from tools.benchlib import (
     steal_seconds,
 )
 from tools.wsload import RawWebSocket
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 GROUP_SIZE = 10
 GROUP_SHARE = 0.2  # of connections that send to groups; the rest are DM pairs
@@ -66,6 +69,7 @@ async def generate(
     ready = trio.Event()
     connected = [0]
     stop = trio.Event()
+    senders: list[Callable[[], Awaitable[None]] | None] = [None] * conns
 
     def conv_of(i: int) -> str:
         if i < grouped:
@@ -88,6 +92,13 @@ async def generate(
             await ws.send(cbor2.dumps(create))
         sent_at: dict[int, float] = {}
         acked = trio.Semaphore(1)
+        numbers = itertools.count(1)
+
+        async def send_next() -> None:
+            n = next(numbers)
+            sent_at[n] = time.perf_counter()
+            frame = {"op": "send", "id": n, "conv": conv, "cmid": f"{n}", "body": "x" * 100}
+            await ws.send(cbor2.dumps(frame))
 
         async def read() -> None:
             while True:
@@ -109,22 +120,38 @@ async def generate(
             if connected[0] == conns:
                 ready.set()
             await ready.wait()
-            await trio.sleep(1)  # let the group creations land
-            interval = conns / rate if rate else 0.0
-            next_at = trio.current_time() + (i % 1000) / 1000 * interval
-            for n in itertools.count(1):
-                if stop.is_set():
-                    break
-                if rate:
-                    await trio.sleep_until(next_at)
-                    next_at += interval
-                else:
+            if rate:
+                senders[i] = send_next  # `pace` sends
+                await stop.wait()
+            else:
+                await trio.sleep(1)  # let the group creations land
+                while not stop.is_set():
                     await acked.acquire()
-                sent_at[n] = time.perf_counter()
-                frame = {"op": "send", "id": n, "conv": conv, "cmid": f"{n}", "body": "x" * 100}
-                await ws.send(cbor2.dumps(frame))
+                    await send_next()
             nursery.cancel_scope.cancel()
         await ws.aclose()
+
+    async def pace() -> None:
+        """Open loop: connection i sends every conns/rate seconds, at (i % 1000)/1000 of
+        that period. One task sends for every connection, whatever is due each millisecond:
+        a sleep per connection and message (a cancel scope and a deadline each) cost the
+        generator more than the sends did. Latency counts from the actual send."""
+        interval = conns / rate
+        slots = sorted(range(conns), key=lambda i: i % 1000)
+        offsets = [(i % 1000) / 1000 * interval for i in slots]
+        first = trio.current_time() + 1  # let the group creations land
+        for k in itertools.count():
+            round_, j = divmod(k, conns)
+            due = first + round_ * interval + offsets[j]
+            if due > trio.current_time():
+                await trio.sleep_until(due + 0.001)
+            elif k % 64 == 0:
+                await trio.lowlevel.checkpoint()  # behind: the readers still get their turn
+            if stop.is_set():
+                return
+            send = senders[slots[j]]
+            assert send is not None
+            await send()
 
     async with trio.open_nursery() as nursery:
         for i in range(conns):
@@ -132,6 +159,8 @@ async def generate(
             if i % 50 == 49:
                 await trio.sleep(0.01)
         await ready.wait()
+        if rate:
+            nursery.start_soon(pace)
         # The generator's own collections would stall its reads and count against the
         # server: what exists now lives to the end, and a short run can leave its cycles.
         gc.freeze()

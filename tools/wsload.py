@@ -4,6 +4,9 @@ A load generator must not be slower than the server it measures. trio-websocket 
 tens of microseconds per message; this client parses server frames straight from the
 socket buffer and masks its own frames with a zero key (a valid mask that leaves the
 payload as is), so a generator process can keep up with many times more messages.
+On a socket it reads and writes as the server does: a read waits for the socket first
+(trio's `receive_some` tries it first, and a client waiting for its next message mostly
+finds nothing), and a write goes straight to a socket with room.
 Pings are answered; permessage-deflate is never offered.
 """
 
@@ -35,6 +38,7 @@ class RawWebSocket:
 
     def __init__(self, stream: trio.abc.Stream, buffered: bytes) -> None:
         self.stream = stream
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._buf = bytearray(buffered)
         self.closed_code: int | None = None
         self.answer_pings = True
@@ -42,8 +46,30 @@ class RawWebSocket:
         self._sending = trio.StrictFIFOLock()  # pongs from the reader, sends from the sender
 
     async def _send_all(self, data: bytes) -> None:
+        if self._fd >= 0 and not self._sending.locked():
+            try:
+                sent = os.write(self._fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            if sent == len(data):
+                return
+            data = data[sent:]
         async with self._sending:
             await self.stream.send_all(data)
+
+    async def _read(self) -> bytes:
+        if self._fd < 0:
+            return bytes(await self.stream.receive_some(1 << 18))
+        while True:
+            await trio.lowlevel.wait_readable(self._fd)
+            try:
+                return os.read(self._fd, 1 << 18)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return b""  # reset: read as the end
 
     @classmethod
     async def connect(
@@ -102,7 +128,7 @@ class RawWebSocket:
                 return messages
             if self.closed_code is not None:
                 raise ConnectionError(f"closed by the server ({self.closed_code})")
-            chunk = await self.stream.receive_some(1 << 18)
+            chunk = await self._read()
             if not chunk:
                 raise ConnectionError(f"closed by the server ({self.closed_code})")
             self._buf += chunk
