@@ -18,6 +18,8 @@ import struct
 
 import trio
 
+from imcore.server.websocket import write_some
+
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 
@@ -47,12 +49,7 @@ class RawWebSocket:
 
     async def _send_all(self, data: bytes) -> None:
         if self._fd >= 0 and not self._sending.locked():
-            try:
-                sent = os.write(self._fd, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise trio.BrokenResourceError(str(exc)) from exc
+            sent = write_some(self._fd, data)
             if sent == len(data):
                 return
             data = data[sent:]

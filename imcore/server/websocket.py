@@ -412,13 +412,22 @@ class WebSocket:
             trio.BrokenResourceError: the connection is lost.
         """
         if self._fd >= 0:
-            try:
-                sent = os.write(self._fd, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise trio.BrokenResourceError(str(exc)) from exc
+            sent = write_some(self._fd, data)
             if sent == len(data):
                 return
             data = data[sent:]
         await self.stream.send_all(data)
+
+
+def write_some(fd: int, data: bytes) -> int:
+    """Write what the non-blocking socket `fd` takes now; how many bytes that was.
+
+    Raises:
+        trio.BrokenResourceError: the connection is lost.
+    """
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        raise trio.BrokenResourceError(str(exc)) from exc
