@@ -164,6 +164,7 @@ class Reader:
     """
 
     __slots__ = (
+        "_closing",
         "_fragmented",
         "_head",
         "_held",
@@ -181,13 +182,14 @@ class Reader:
         self._skip = 0  # payload bytes wsproto still reads of its current frame
         self._head = b""  # the part of a frame header read so far, while wsproto reads
         self._fragmented = False  # a message in fragments is open (wsproto's)
+        self._closing = False  # a close came out: every later byte is wsproto's
         self._parts: list[str | bytes] = []  # a fragmented message so far
         self._size = 0
 
     @property
     def _with_wsproto(self) -> bool:
         """Whether wsproto is in the middle of something, so that bytes go on to it."""
-        return bool(self._skip or self._head or self._fragmented)
+        return bool(self._skip or self._head or self._fragmented or self._closing)
 
     def feed(self, data: bytes) -> list[Received]:
         """Bytes read (b"" at the end of the stream); whatever they complete, in order."""
@@ -218,6 +220,9 @@ class Reader:
                     break
                 n = (data[pos + 2] << 8) | data[pos + 3]
                 start = pos + 8
+                if n < 126:  # not the shortest length: wsproto closes with 1002
+                    received += self._to_wsproto(data[pos:])
+                    break
             if n > limit:
                 received += self._to_wsproto(data[pos:])  # 1009, as wsproto's messages get
                 break
@@ -250,20 +255,26 @@ class Reader:
         for event in self.protocol.events():
             if isinstance(event, (Ping, Pong, CloseConnection)):
                 received.append(event)
+                # After a close (the client's, or wsproto's own 1002/1007, after which it
+                # parses nothing more) no byte is taken here again.
+                self._closing = self._closing or isinstance(event, CloseConnection)
                 continue
-            if not isinstance(event, Message):
-                continue
-            self._size += len(event.data)
+            if not isinstance(event, Message) or self._closing:
+                continue  # once closing, messages are not handled
+            data = event.data
+            self._size += len(data.encode()) if isinstance(data, str) else len(data)
             if self._size > self.max_message:
                 received.append(CloseConnection(CloseCode.TOO_BIG, "message too big"))
-                break
+                self._closing = True
+                self._parts, self._size = [], 0
+                continue  # control frames after it still count: the client's close
             if event.message_finished and not self._parts:
-                received.append(event.data)
+                received.append(data)
             else:
-                self._parts.append(event.data)
+                self._parts.append(data)
                 if event.message_finished:
                     parts, self._parts = self._parts, []
-                    joined = "".join(parts) if isinstance(event.data, str) else b"".join(parts)  # type: ignore[arg-type]
+                    joined = "".join(parts) if isinstance(data, str) else b"".join(parts)  # type: ignore[arg-type]
                     received.append(joined)
             if event.message_finished:
                 self._size = 0

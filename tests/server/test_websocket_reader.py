@@ -41,9 +41,13 @@ def reader(max_message: int = MAX) -> Reader:
     return Reader(Protocol(ConnectionType.SERVER), max_message)
 
 
-def by_wsproto_alone(data: bytes, max_message: int = MAX) -> list[Received]:
-    r = reader(max_message)
-    return r._to_wsproto(data)
+def by_wsproto_alone(data: bytes, cuts: list[int]) -> list[Received]:
+    """What wsproto alone makes of `data` read in the same pieces."""
+    r = reader()
+    out: list[Received] = []
+    for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
+        out += r._to_wsproto(data[a:b])
+    return out
 
 
 def fed(data: bytes, cuts: list[int], r: Reader | None = None) -> list[Received]:
@@ -92,7 +96,7 @@ def test_any_frames_cut_anywhere_read_as_wsproto_reads_them(
     cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, len(stream) - 1)), max_size=8))))
     cuts = [c for c in cuts if 0 < c < len(stream)]
     r = reader()
-    assert fed(stream, cuts, r) == by_wsproto_alone(stream)
+    assert fed(stream, cuts, r) == by_wsproto_alone(stream, cuts)
     # Whole frames, every message complete: the next plain frame is taken here again.
     assert not r._with_wsproto
     assert r.feed(frame(b"next", OP_BINARY)) == [b"next"]
@@ -151,3 +155,31 @@ def test_the_end_of_the_stream_mid_frame_reads_as_1006() -> None:
     r = reader()
     assert r.feed(frame(b"hello", OP_BINARY)[:4]) == []
     assert close_code(r.feed(b"")) == 1006
+
+
+def test_a_length_not_in_its_shortest_form_closes_1002() -> None:
+    longer = bytes((0x82, 0x80 | 126, 0, 1)) + b"\0\0\0\0" + b"x"  # 1 byte, in 16 bits
+    assert close_code(reader().feed(longer)) == 1002
+
+
+def test_after_a_protocol_error_nothing_more_is_taken() -> None:
+    r = reader()
+    assert close_code(r.feed(frame(b"x", OP_BINARY, mask=None))) == 1002
+    assert r.feed(frame(b"hi", OP_BINARY)) == []
+
+
+def test_after_1009_messages_are_dropped_but_the_clients_close_is_read() -> None:
+    r = reader(max_message=10)
+    big = frame(b"y" * 20, OP_BINARY)
+    assert r.feed(big[:5]) == []
+    assert close_code(r.feed(big[5:] + frame(b"p", OP_PING))) == 1009
+    assert r.feed(frame(b"ok", OP_BINARY)) == []  # no second 1009, no message
+    close = frame(b"\x03\xf1", 0x8)  # the client's close, code 1009
+    assert close_code(r.feed(close)) == 1009
+
+
+def test_the_limit_counts_the_bytes_of_text() -> None:
+    emoji = "\N{GRINNING FACE}" * 3  # 3 characters, 12 bytes
+    parts = frame(emoji[:1].encode(), OP_TEXT, fin=False) + frame(emoji[1:].encode(), OP_CONT)
+    assert close_code(reader(max_message=10).feed(parts)) == 1009
+    assert reader(max_message=12).feed(parts) == [emoji]
