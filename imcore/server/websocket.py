@@ -153,10 +153,11 @@ _FIN_TEXT, _FIN_BINARY = 0x80 | OP_TEXT, 0x80 | OP_BINARY
 class Reader:
     """Client bytes in, whole messages and control frames out, with wsproto.
 
-    The frames wsproto sees are always whole: the ones taken here are cut out of the byte
-    stream at frame boundaries, and once a frame goes to wsproto, every byte follows it
-    there until a boundary with no fragmented message open. So wsproto's state (a message
-    in fragments, the closing handshake) is exactly what its own frames make it.
+    wsproto is always handed the stream from a frame boundary on: the frames taken here
+    are cut out at frame boundaries, and once a frame goes to wsproto, every byte follows
+    it there until a boundary with no fragmented message open (`_track` follows them). So
+    wsproto never misses part of a frame, and its state (a message in fragments, the
+    closing handshake) is exactly what its own frames make it.
 
     Args:
         protocol: wsproto's connection, after the handshake.
