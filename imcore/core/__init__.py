@@ -11,6 +11,7 @@ from .chat import Audience as Audience
 from .chat import Chat as Chat
 from .chat import Deliveries as Deliveries
 from .chat import Outcome as Outcome
+from .chat import refusal as refusal
 from .codec import Codec as Codec
 from .codec import Encoding as Encoding
 from .errors import CloseCode as CloseCode
@@ -25,6 +26,7 @@ from .limits import Limits as Limits
 from .records import CursorRecord as CursorRecord
 from .records import Record as Record
 from .session import Close as Close
+from .session import Drop as Drop
 from .session import Effect as Effect
 from .session import Opened as Opened
 from .session import Publish as Publish

@@ -36,6 +36,7 @@ from .frames import (
     Typing,
     TypingNotice,
 )
+from .frames import Error as ErrorFrame
 from .membership import Roster, check_create, joined, left
 from .presence import Presence
 from .records import CursorRecord, Record
@@ -58,6 +59,14 @@ class Outcome:
 
     reply: ServerFrame | None
     record: Record | None = None
+
+
+def refusal(outcome: Outcome) -> ServerFrame | None:
+    """The reply for a write whose commit failed: `unavailable`, never its ack (spec §7)."""
+    if outcome.reply is None:
+        return None
+    exc = Unavailable("the server could not make this write durable")
+    return ErrorFrame.from_exc(exc, id=getattr(outcome.reply, "id", None))
 
 
 @dataclass(frozen=True, slots=True)

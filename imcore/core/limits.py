@@ -24,6 +24,7 @@ class Limits:
     sync_limit_max: int = 1000  # spec §8: larger limits are clamped to this
     heartbeat_ms: int = 20_000  # spec §10
     hello_timeout_ms: int = 10_000  # spec §3
+    close_timeout_ms: int = 30_000  # a closing client's time to read what is in flight and answer
     resend_ms: int = 5_000  # spec §8
     resend_max: int = 4  # spec §8
     abuse_errors: int = 100  # spec §10: more than this many per minute close with 4002

@@ -8,8 +8,13 @@ Watchers are indexed by the watched user, so a change is one lookup however many
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import Limit
 from .frames import Presence as PresenceFrame
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 class Presence:
@@ -106,6 +111,11 @@ class Presence:
     def watchers(self, user: str) -> frozenset[str]:
         """Sessions watching `user`."""
         return frozenset(self._watchers.get(user, ()))
+
+    def sessions(self, users: Iterable[str]) -> list[str]:
+        """The live sessions of `users`, every device."""
+        live = self._live
+        return [s for u in users if (devices := live.get(u)) for s in devices.values()]
 
     def online(self, user: str) -> bool:
         return user in self._live

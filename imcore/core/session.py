@@ -5,27 +5,36 @@ Pure: bytes and `now_ms` in, a list of effects out; the server carries the effec
 Theory of operation
 -------------------
 
-    AWAITING_HELLO --hello ok--> OPEN --------------------------+--close()--> CLOSED
-          |                        |                            |
-          +--bad token--> error unauthorized, Close(4001) --> CLOSING
+    AWAITING_HELLO --hello ok--> OPEN ------------------------+--ended()--> CLOSED
+          |                        |                          |
+          +--bad token--> error unauthorized, Close(4001) --> CLOSING --close timeout--> Drop
           +--too many devices--> error limit, Close(4029) ----^ (spec §3)
-          +--expire() (no hello in time): Close(4001) --------^
-                                   +--abuse: Close(4002) -------^ (spec §10)
+          +--no hello in time: Close(4001) -------------------^
+                                   +--abuse: Close(4002) -----^ (spec §10)
+                                   +--close() by the server: 4000, 4003, 4008, 1001, 1009...
 
-Once a Close is decided the session is CLOSING and ignores whatever else arrives before the
-socket closes. Before `welcome`, any frame but `hello` is answered `unauthorized` before its
-fields are even looked at (spec §3). In OPEN,
-reads (`sync`, `convs`, `group.info`, `ping`) are answered at once with `Write`; writes
-(`send`, `read`, `group.*`) become `Submit(outcome)`, whose reply the server releases only
-after the outcome's record is committed (spec §7); pushes become `Publish`.
+Once a Close is decided (here, or by the server through `close`) the session is CLOSING:
+it has left presence at that moment, so watchers see the change at once, and it ignores
+whatever else arrives. The client then has `close_timeout_ms` to read what is in flight
+and answer the close; after that the deadline says `Drop` and the server lets the socket
+go. Before `welcome`, any frame but `hello` is answered `unauthorized` before its fields are
+even looked at (spec §3). In OPEN, reads (`sync`, `convs`, `group.info`, `ping`) are
+answered at once with `Write`; writes (`send`, `read`, `group.*`) become `Submit(outcome)`,
+whose reply the server releases only after the outcome's record is committed (spec §7);
+pushes become `Publish`.
 
 This is the one place where `ImcoreError` becomes an `error` frame (h2's pattern: raise
 anywhere, convert once). Errors of the abuse kinds are counted over a sliding minute; more
 than `abuse_errors` of them close the connection with 4002 (spec §10).
 
-Liveness (spec §10): every `heartbeat_ms` the server calls `tick`, which asks for a
-WebSocket ping; any frame or pong (`heard`) counts as a sign of life, and a connection with
-none for 3 heartbeats is closed with 4000.
+Deadlines: the session owns every one of its connection's deadlines, in ms: the hello
+timeout, the next heartbeat, the next resend and, once closing, the close timeout.
+`next_deadline_ms` says when the next one falls and `on_deadline` what it means; the server
+only keeps one timer per connection and calls back.
+
+Liveness (spec §10): every `heartbeat_ms` the deadline asks for a WebSocket ping; any frame
+or pong (`heard`) counts as a sign of life, and a connection with none for 3 heartbeats is
+closed with 4000.
 
 Resends (spec §8): a push not covered by `recv` within `resend_ms` is pushed again, then
 again after twice as long, and so on; after `resend_max` resends the connection is closed
@@ -58,7 +67,6 @@ from .errors import (
     Limit,
     RateLimited,
     Unauthorized,
-    Unavailable,
 )
 from .frames import (
     ClientFrame,
@@ -130,13 +138,19 @@ class SendPing:
 
 @dataclass(frozen=True, slots=True)
 class Close:
-    """Close the connection with `code` once the frames written before are sent."""
+    """Close the connection with `code`: take it out of the fan-out now, and send the close
+    frame after what is already in flight. The session has already left presence."""
 
-    code: CloseCode
+    code: int  # a CloseCode, or an RFC 6455 code the WebSocket layer decided (1002, 1007...)
     reason: str
 
 
-Effect = Write | Submit | Publish | Opened | SendPing | Close
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """The client did not finish the closing handshake in time: let the socket go."""
+
+
+Effect = Write | Submit | Publish | Opened | SendPing | Close | Drop
 
 #: spec §10: a connection silent for this many heartbeats is closed with 4000.
 SILENT_HEARTBEATS = 3
@@ -155,7 +169,11 @@ class Session:
 
     __slots__ = (
         "_abuse",
+        "_close_by_ms",
         "_heard_ms",
+        "_hello_by_ms",
+        "_in_presence",
+        "_next_beat_ms",
         "_refilled_ms",
         "_tokens",
         "_unacked",
@@ -184,6 +202,10 @@ class Session:
         self._tokens = float(chat.limits.send_burst)
         self._refilled_ms = now_ms
         self._heard_ms = now_ms
+        self._hello_by_ms = now_ms + chat.limits.hello_timeout_ms
+        self._next_beat_ms = now_ms + chat.limits.heartbeat_ms
+        self._close_by_ms = 0  # set when a close is decided
+        self._in_presence = False
         self._abuse: deque[int] | None = None  # times of recent bad frames; most have none
         # conv -> [first seq not covered by recv, when to resend, resends so far]
         self._unacked: dict[str, list[int]] = {}
@@ -212,24 +234,55 @@ class Session:
             hello = m is not None and m["op"] == "hello"
             if hello and self.state is SessionState.AWAITING_HELLO:
                 if isinstance(exc, Unauthorized):
-                    effects.append(self._close(CloseCode.UNAUTHORIZED, "unauthorized"))
+                    effects += self.close(CloseCode.UNAUTHORIZED, "unauthorized", now_ms)
                 elif isinstance(exc, Limit):
-                    effects.append(self._close(CloseCode.LIMIT, "too many devices"))
+                    effects += self.close(CloseCode.LIMIT, "too many devices", now_ms)
             if exc.code in ABUSE_CODES and self._abused(now_ms):
-                effects.append(self._close(CloseCode.ABUSE, "too many bad frames"))
+                effects += self.close(CloseCode.ABUSE, "too many bad frames", now_ms)
             return effects
 
     def heard(self, now_ms: int) -> None:
         """The client showed it is alive without a frame (a pong)."""
         self._heard_ms = max(self._heard_ms, now_ms)
 
-    def tick(self, now_ms: int) -> list[Effect]:
-        """A heartbeat interval passed (spec §10): ping, or close 4000 after 3 silent ones."""
-        if self.state in (SessionState.CLOSING, SessionState.CLOSED):
+    # --- deadlines ----------------------------------------------------------------------------
+
+    def next_deadline_ms(self) -> int | None:
+        """When `on_deadline` next has something to do; None once the connection ended."""
+        state = self.state
+        if state is SessionState.OPEN:
+            due = self._next_beat_ms
+            for entry in self._unacked.values():
+                if entry[1] < due:
+                    due = entry[1]
+            return due
+        if state is SessionState.AWAITING_HELLO:
+            return min(self._hello_by_ms, self._next_beat_ms)
+        if state is SessionState.CLOSING:
+            return self._close_by_ms
+        return None
+
+    def on_deadline(self, now_ms: int) -> list[Effect]:
+        """Whatever deadlines have come by `now_ms`: the hello timeout (close 4001, spec §3),
+        a heartbeat (a ping, or close 4000 after 3 silent ones, spec §10), resends (spec §8),
+        the close timeout (`Drop`)."""
+        state = self.state
+        if state is SessionState.CLOSING:
+            return [Drop()] if now_ms >= self._close_by_ms else []
+        if state is SessionState.CLOSED:
             return []
-        if now_ms - self._heard_ms >= SILENT_HEARTBEATS * self.chat.limits.heartbeat_ms:
-            return [self._close(CloseCode.TIMEOUT, "no sign of life")]
-        return [SendPing()]
+        if state is SessionState.AWAITING_HELLO and now_ms >= self._hello_by_ms:
+            return self.close(CloseCode.UNAUTHORIZED, "no hello in time", now_ms)
+        effects: list[Effect] = []
+        if now_ms >= self._next_beat_ms:
+            heartbeat = self.chat.limits.heartbeat_ms
+            self._next_beat_ms += heartbeat
+            if now_ms - self._heard_ms >= SILENT_HEARTBEATS * heartbeat:
+                return self.close(CloseCode.TIMEOUT, "no sign of life", now_ms)
+            effects.append(SendPing())
+        if state is SessionState.OPEN and self._unacked:
+            effects += self._resend(now_ms)
+        return effects
 
     # --- resend of pushes not covered by recv (spec §8) ---------------------------------------
 
@@ -254,17 +307,9 @@ class Session:
         else:  # progress: what is left gets a fresh deadline and count
             self._unacked[conv] = [seq + 1, now_ms + self.chat.limits.resend_ms, 0]
 
-    def due_ms(self) -> int | None:
-        """When `resend` next has something to do, if ever."""
-        if self.state is not SessionState.OPEN:
-            return None
-        return min((entry[1] for entry in self._unacked.values()), default=None)
-
-    def resend(self, now_ms: int) -> list[Effect]:
+    def _resend(self, now_ms: int) -> list[Effect]:
         """Push again what is overdue, the n-th time `resend_ms * 2**n` after the last; after
         `resend_max` resends with no `recv`, close 4000 (spec §8)."""
-        if self.state is not SessionState.OPEN:
-            return []
         limits = self.chat.limits
         effects: list[Effect] = []
         for conv, entry in self._unacked.items():
@@ -272,36 +317,36 @@ class Session:
             if due > now_ms:
                 continue
             if sent >= limits.resend_max:
-                return [self._close(CloseCode.TIMEOUT, "pushes were never acknowledged")]
+                return self.close(CloseCode.TIMEOUT, "pushes were never acknowledged", now_ms)
             effects += [Write(e) for e in self.chat.events_from(conv, first)]
             entry[1], entry[2] = now_ms + limits.resend_ms * 2 ** (sent + 1), sent + 1
         return effects
 
-    def expire(self) -> list[Effect]:
-        """The hello timeout passed (spec §3): close 4001 unless hello was accepted."""
-        if self.state is not SessionState.AWAITING_HELLO:
+    def close(self, code: int, reason: str, now_ms: int) -> list[Effect]:
+        """Close the connection, decided here or by the server (slow consumer, replaced,
+        kicked, shutdown, a frame the WebSocket layer refused, the client's own close).
+
+        The session leaves presence at once; the client has `close_timeout_ms` to read what
+        is in flight and answer. Returns the presence pushes this causes, then `Close`;
+        nothing once closing already.
+        """
+        if self.state in (SessionState.CLOSING, SessionState.CLOSED):
             return []
-        return [self._close(CloseCode.UNAUTHORIZED, "no hello in time")]
-
-    def refuse(self, outcome: Outcome) -> ServerFrame | None:
-        """The reply for a write whose commit failed: `unavailable`, never its ack (spec §7)."""
-        if outcome.reply is None:
-            return None
-        exc = Unavailable("the server could not make this write durable")
-        return ErrorFrame.from_exc(exc, id=getattr(outcome.reply, "id", None))
-
-    def _close(self, code: CloseCode, reason: str) -> Close:
         self.state = SessionState.CLOSING
-        return Close(code, reason)
+        self._close_by_ms = now_ms + self.chat.limits.close_timeout_ms
+        return [*self._leave_presence(now_ms), Close(code, reason)]
 
-    def close(self, now_ms: int) -> list[Effect]:
-        """The connection ended. Returns the presence pushes this causes."""
-        was_open = self.user != "" and self.state is not SessionState.CLOSED
+    def ended(self, now_ms: int) -> list[Effect]:
+        """The connection is gone. Returns the presence pushes this causes, if the session
+        had not left presence already."""
         self.state = SessionState.CLOSED
-        if not was_open:
+        return self._leave_presence(now_ms)
+
+    def _leave_presence(self, now_ms: int) -> list[Effect]:
+        if not self._in_presence:
             return []
-        presence = self.chat.presence
-        if not presence.disconnect(self.user, self.device, self.id, now_ms):
+        self._in_presence = False
+        if not self.chat.presence.disconnect(self.user, self.device, self.id, now_ms):
             return []
         return self._presence_change()
 
@@ -379,6 +424,7 @@ class Session:
         if seen_ts is not None:
             chat.clock.observe(seen_ts)
         self.state = SessionState.OPEN
+        self._in_presence = True
         self.user, self.device, self.recv_enabled = user, frame.device, frame.recv
         welcome = Welcome(
             user=user,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import trio
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-    from .connection import Hub
+    from ..core import Chat
+    from .connection import Connection, Connections
+    from .fanout import Fanout
+    from .metrics import Metrics
     from .snapshots import Snapshotter
     from .wal import Wal
 
@@ -33,19 +37,27 @@ Handler: TypeAlias = Callable[["Request"], Awaitable[JSONResponse]]
 MAX_PAGE = 1000
 
 
+@dataclass(slots=True)
 class AdminState:
     """What the admin endpoints read and act on."""
 
-    def __init__(self, hub: Hub, wal: Wal, snapshotter: Snapshotter, fsync: str) -> None:
-        self.hub, self.wal, self.snapshotter, self.fsync = hub, wal, snapshotter, fsync
-        self.started = time.monotonic()
+    chat: Chat
+    connections: Connections
+    fanout: Fanout
+    metrics: Metrics
+    secret: str
+    now_ms: Callable[[], int]
+    wal: Wal
+    snapshotter: Snapshotter
+    fsync: str
+    started: float = field(default_factory=time.monotonic)
 
     def figures(self) -> admin_api.ServerFigures:
-        metrics = self.hub.metrics
+        metrics = self.metrics
         return admin_api.ServerFigures(
             version=__version__,
             uptime_s=round(time.monotonic() - self.started, 3),
-            connections=len(self.hub.connections),
+            connections=len(self.connections),
             fsync=self.fsync,
             wal_lsn=self.wal.durable_lsn,
             wal_bytes=self.wal.bytes_written,
@@ -57,17 +69,17 @@ class AdminState:
             loop_lag_ms=round(
                 (metrics.registry.get_sample_value("imcore_event_loop_lag_seconds") or 0) * 1000, 3
             ),
-            read_only=self.hub.chat.read_only,
+            read_only=self.chat.read_only,
         )
 
 
-def _authorized(request_headers: dict[str, str], hub: Hub) -> bool:
+def _authorized(request_headers: dict[str, str], state: AdminState) -> bool:
     header = request_headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         return False
     try:
-        auth.verify_admin(token, hub.secret, now_ms=hub.now_ms())
+        auth.verify_admin(token, state.secret, now_ms=state.now_ms())
     except Unauthorized:
         return False
     return True
@@ -75,7 +87,7 @@ def _authorized(request_headers: dict[str, str], hub: Hub) -> bool:
 
 def _guard(state: AdminState, handler: Handler) -> Handler:
     async def guarded(request: Request) -> JSONResponse:
-        if not _authorized(dict(request.headers), state.hub):
+        if not _authorized(dict(request.headers), state):
             return JSONResponse({"error": "unauthorized: an admin token is required"}, 401)
         return await handler(request)
 
@@ -90,7 +102,7 @@ class _GuardedASGI:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
-        if scope["type"] == "http" and not _authorized(headers, self.state.hub):
+        if scope["type"] == "http" and not _authorized(headers, self.state):
             response = JSONResponse({"error": "unauthorized: an admin token is required"}, 401)
             await response(scope, receive, send)
             return
@@ -98,42 +110,40 @@ class _GuardedASGI:
 
 
 def build_app(state: AdminState) -> Starlette:
-    hub = state.hub
+    chat, connections = state.chat, state.connections
 
     async def healthz(request: Request) -> JSONResponse:
-        if hub.chat.read_only:
+        if chat.read_only:
             return JSONResponse(
                 {"ok": False, "reason": "read-only: the log cannot be written"}, 503
             )
         return JSONResponse({"ok": True})
 
     async def status(request: Request) -> JSONResponse:
-        return JSONResponse(admin_api.status(hub.chat, state.figures()))
+        return JSONResponse(admin_api.status(chat, state.figures()))
 
     async def conns(request: Request) -> JSONResponse:
         offset = _int(request, "offset", 0)
         limit = min(_int(request, "limit", 100), MAX_PAGE)
-        every = sorted(hub.connections, key=lambda c: c.session.id)
-        page = [_conn_view(c) for c in every[offset : offset + limit]]
+        every = sorted(connections, key=lambda c: c.session.id)
+        page = [_conn_view(c, state.fanout) for c in every[offset : offset + limit]]
         return JSONResponse({"total": len(every), "offset": offset, "conns": page})
 
     async def user(request: Request) -> JSONResponse:
         user_id = request.path_params["user"]
-        devices = [_conn_view(c) for c in hub.fanout.conns_of((user_id,))]
-        return JSONResponse(admin_api.user(hub.chat, user_id, devices))
+        devices = [_conn_view(c, state.fanout) for c in connections.of_users((user_id,))]
+        return JSONResponse(admin_api.user(chat, user_id, devices))
 
     async def conversation(request: Request) -> JSONResponse:
-        view = admin_api.conversation(
-            hub.chat, request.path_params["conv"], _int(request, "last", 20)
-        )
+        view = admin_api.conversation(chat, request.path_params["conv"], _int(request, "last", 20))
         if view is None:
             return JSONResponse({"error": "no such conversation"}, 404)
         return JSONResponse(view)
 
     async def kick(request: Request) -> JSONResponse:
-        conns = hub.fanout.conns_of((request.path_params["user"],))
+        conns = connections.of_users((request.path_params["user"],))
         for conn in conns:
-            conn.outbox.close_nowait(CloseCode.REPLACED, "kicked by an operator", flush=False)
+            conn.close(CloseCode.REPLACED, "kicked by an operator")
         return JSONResponse({"kicked": len(conns)})
 
     async def snapshot(request: Request) -> JSONResponse:
@@ -148,7 +158,7 @@ def build_app(state: AdminState) -> Starlette:
         Route("/conversations/{conv}", _guard(state, conversation)),
         Route("/kick/{user}", _guard(state, kick), methods=["POST"]),
         Route("/snapshot", _guard(state, snapshot), methods=["POST"]),
-        Mount("/metrics", app=_GuardedASGI(state, make_asgi_app(registry=hub.metrics.registry))),
+        Mount("/metrics", app=_GuardedASGI(state, make_asgi_app(registry=state.metrics.registry))),
     ]
     return Starlette(routes=routes)
 
@@ -160,7 +170,7 @@ def _int(request: Request, name: str, default: int) -> int:
         return default
 
 
-def _conn_view(conn: Any) -> dict[str, Any]:
+def _conn_view(conn: Connection, fanout: Fanout) -> dict[str, Any]:
     session = conn.session
     return {
         "session": session.id,
@@ -169,7 +179,7 @@ def _conn_view(conn: Any) -> dict[str, Any]:
         "state": session.state.value,
         "encoding": conn.codec.encoding.value,
         "outbox": conn.outbox.statistics(),
-        "conversations": len(conn.attached),
+        "conversations": fanout.tables_of(conn),
     }
 
 

@@ -15,15 +15,14 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from ..core import Event
+from ..core import Event, refusal
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..core import Chat, Outcome, Record
-    from .connection import Connection
-    from .fanout import Fanout
+    from ..core import Chat, Deliveries, Outcome, Record, ServerFrame
     from .metrics import Metrics
+
 
 log = logging.getLogger("imcore.commit")
 
@@ -47,29 +46,34 @@ class Committer:
 
     Args:
         chat: the core, to apply committed records to.
-        fanout: where the pushes of applied records go.
+        publish: where the pushes of applied records go (the fan-out).
         log: the commit log.
+        metrics: counts sends and ack latencies.
+        on_commit: called after each batch is released (the snapshotter's poke).
     """
 
     def __init__(
         self,
         chat: Chat,
-        fanout: Fanout,
+        publish: Callable[[Deliveries], None],
         log: CommitLog,
-        on_commit: Callable[[], None] | None = None,
+        metrics: Metrics,
+        on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self.chat = chat
-        self.fanout = fanout
+        self.publish = publish
         self.log = log
+        self.metrics = metrics
         self.on_commit = on_commit
-        self._queue: deque[tuple[Outcome, Connection, float]] = deque()
-        self.metrics: Metrics | None = None
+        self._queue: deque[tuple[Outcome, Callable[[ServerFrame | None], None], float]] = deque()
         self._lot = trio.lowlevel.ParkingLot()
         self._idle = trio.lowlevel.ParkingLot()
         self._busy = False
 
-    def submit_nowait(self, outcome: Outcome, conn: Connection) -> None:
-        self._queue.append((outcome, conn, time.perf_counter()))
+    def submit_nowait(self, outcome: Outcome, reply: Callable[[ServerFrame | None], None]) -> None:
+        """Commit `outcome`'s record with the next batch, then apply it and call `reply` with
+        its reply (or with `unavailable` if the commit failed)."""
+        self._queue.append((outcome, reply, time.perf_counter()))
         if len(self._queue) == 1:
             self._lot.unpark_all()
 
@@ -96,24 +100,21 @@ class Committer:
                     log.critical("the log cannot be written; refusing writes until restart")
                     self.chat.commit_failed()
             if self.chat.read_only:
-                for outcome, conn, _ in batch:
-                    conn.send(conn.session.refuse(outcome))
+                for outcome, reply, _ in batch:
+                    reply(refusal(outcome))
                 continue
-            publish, metrics = self.fanout.publish, self.metrics
+            publish, ack_seconds = self.publish, self.metrics.ack_seconds
             now = time.perf_counter()
-            for outcome, conn, arrived in batch:
+            for outcome, reply, arrived in batch:
                 if outcome.record is not None:
                     deliveries = self.chat.apply(outcome.record)
                     if deliveries is not None:
                         publish(deliveries)
                 if outcome.reply is not None:
-                    conn.send(outcome.reply)
-                    if metrics is not None:
-                        metrics.ack_seconds.observe(now - arrived)
-            if metrics is not None:
-                metrics.sends.inc(sum(isinstance(r, Event) and r.sys is None for r in records))
-            if self.on_commit is not None:
-                self.on_commit()
+                    reply(outcome.reply)
+                    ack_seconds.observe(now - arrived)
+            self.metrics.sends.inc(sum(isinstance(r, Event) and r.sys is None for r in records))
+            self.on_commit()
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is committed and released."""

@@ -1,44 +1,46 @@
-"""One client connection: a reader and a writer around a Session.
+"""One client connection: a reader and a writer around a Session, and the registry of them.
 
 The reader (the connection's own task) feeds frames to the core's `Session` and carries out
 the effects it returns; it never awaits the disk or another peer. The writer drains the
-outbox into the socket: pushes, replies and control frames, in one order. Deadlines (hello
-timeout, heartbeat, resend) come from the server's one `Timers` task. All protocol
-decisions are the core's; this module only moves bytes and time.
+outbox into the socket: pushes, replies and control frames, in one order. The session owns
+every deadline; the connection keeps the one `due` the server's `Timers` call it back at.
+
+Closing has one door, `Connection.close`: at the moment a close is decided the connection
+leaves presence (the session) and the fan-out tables, nothing more is queued for it, and the
+close frame goes out after what is already in flight. The client then has
+`close_timeout_ms` to read it and answer; a connection waiting for that costs its socket and
+the bytes in flight.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
-from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection, Ping, Pong
-from wsproto.frame_protocol import CloseReason
+from wsproto.events import Ping, Pong
 
 from ..core import (
     Close,
     CloseCode,
+    Drop,
     Error,
     Internal,
     Opened,
     Publish,
     SendPing,
-    Session,
+    SessionState,
     Submit,
     Write,
 )
 from .outbox import Outbox
-from .websocket import preframe
+from .websocket import ClientClose, Gone, ProtocolClose, preframe
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable, Iterator
 
-    from ..core import Chat, Codec, Effect, ServerFrame
+    from ..core import Chat, Effect, ServerFrame, Session
     from .committer import Committer
     from .fanout import Fanout
     from .metrics import Metrics
@@ -47,14 +49,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imcore.conn")
 
-#: How long a connection being closed may take to drain what is queued and the close frame.
-CLOSE_TIMEOUT_S = 10.0
+
+class Services(Protocol):
+    """What a connection uses of its server (assembled by `serve`)."""
+
+    chat: Chat
+    committer: Committer
+    connections: Connections
+    fanout: Fanout
+    metrics: Metrics
+    timers: Timers
+
+    def now_ms(self) -> int:
+        """Wall-clock ms that follow trio's clock."""
 
 
 class Connection:
     """A live WebSocket and its protocol session.
 
     Args:
+        server: what connections share.
         ws: the accepted WebSocket.
         session: the core's state for this connection.
         codec_index: which of the fan-out's codecs this connection speaks.
@@ -62,36 +76,31 @@ class Connection:
 
     __slots__ = (
         "_cancel",
-        "_hello_at",
-        "_next_beat",
-        "attached",
         "by_client",
-        "closed",
+        "close_code",
+        "close_reason",
         "codec",
         "codec_index",
         "due",
-        "hub",
         "outbox",
+        "server",
         "session",
         "ws",
     )
 
-    def __init__(self, hub: Hub, ws: WebSocket, session: Session, codec_index: int):
-        self.hub = hub
+    def __init__(self, server: Services, ws: WebSocket, session: Session, codec_index: int):
+        self.server = server
         self.ws = ws
         self.session = session
         self.codec = session.codec
         self.codec_index = codec_index
-        limits = hub.chat.limits
+        limits = server.chat.limits
         write_now = ws.write_now if ws.writes_now else None
         self.outbox = Outbox(limits.outbox_frames, limits.outbox_bytes, write_now)
-        self.closed = False
-        self.by_client = False  # the client started the closing handshake
-        self.attached: set[str] = set()  # conversations whose fan-out table holds it
+        self.close_code: int | None = None  # set when a close is decided
+        self.close_reason = ""
+        self.by_client = False  # the client began the closing handshake
         self._cancel: trio.CancelScope | None = None
-        now = trio.current_time()
-        self._hello_at = now + limits.hello_timeout_ms / 1000
-        self._next_beat = now + limits.heartbeat_ms / 1000
         self.due = math.inf  # when the server's Timers call on_timer next
 
     @property
@@ -106,168 +115,135 @@ class Connection:
         """Queue a reply for this connection alone."""
         if frame is not None:
             self.outbox.put_nowait(preframe(self.codec.encode(frame)))
-            metrics = self.hub.metrics
+            metrics = self.server.metrics
             metrics.frame_out(frame)
             if isinstance(frame, Error):
                 metrics.errors.labels(frame.code).inc()
 
+    def push(self, frames: list[bytes], size: int, conv: str, seq: int, now_ms: int) -> None:
+        """Frames from the fan-out (`Recipient`). Too many queued closes with 4008."""
+        if self.close_code is not None:
+            return
+        if not self.outbox.put(frames, size):
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+        elif seq and self.session.pushed(conv, seq, now_ms):
+            self._schedule()  # a resend deadline: it may come before the others
+
+    def close(self, code: int, reason: str) -> None:
+        """Close this connection with `code`; see the module. Does nothing once closing."""
+        self._carry_out(self.session.close(code, reason, self.server.now_ms()))
+
     async def run(self) -> None:
         """Serve the connection until either side closes it."""
-        hub = self.hub
-        hub.connections.add(self)
-        hub.metrics.connections.inc()
+        server = self.server
+        server.connections.add(self)
+        server.metrics.connections.inc()
         opened = trio.current_time()
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
-                self.outbox.on_close = partial(self._start_close_deadline, nursery)
                 nursery.start_soon(self._write)
                 self._schedule()
                 await self._read()
         finally:
-            hub.connections.discard(self)
-            hub.metrics.connections.dec()
-            self.closed = True
+            server.connections.remove(self)
+            server.metrics.connections.dec()
             self.due = math.inf  # any deadline left in the heap is stale now
-            code = self.outbox.close_code
-            closed_by = str(int(code)) if code is not None and not self.by_client else "by_client"
-            hub.metrics.closes.labels(closed_by).inc()
-            log.info(
-                "close",
-                extra={
-                    "fields": {
-                        "session": self.session.id,
-                        "user": self.user or None,
-                        "device": self.device or None,
-                        "code": closed_by,
-                        "reason": self.outbox.close_reason if closed_by != "by_client" else None,
-                        "duration_ms": int((trio.current_time() - opened) * 1000),
-                    }
-                },
-            )
             # Nothing more is queued for, or written to, a connection that is gone: its
             # socket is closed next and its descriptor may be reused.
-            self.outbox.on_close = None
-            self.outbox.write_now = None
-            self.outbox.close_nowait(CloseCode.GOING_AWAY, "closed", flush=False)
-            hub.fanout.disconnect(self)
-            self._carry_out(self.session.close(hub.now_ms()))
+            self.outbox.abandon()
+            server.fanout.disconnect(self)
+            self._carry_out(self.session.ended(server.now_ms()))
+            self._log_close(trio.current_time() - opened)
+
+    def _log_close(self, duration_s: float) -> None:
+        code = self.close_code
+        closed_by = "by_client" if code is None or self.by_client else str(code)
+        self.server.metrics.closes.labels(closed_by).inc()
+        fields = {
+            "session": self.session.id,
+            "user": self.user or None,
+            "device": self.device or None,
+            "code": closed_by,
+            "reason": self.close_reason if closed_by != "by_client" else None,
+            "duration_ms": int(duration_s * 1000),
+        }
+        log.info("close", extra={"fields": fields})
 
     async def _read(self) -> None:
-        session, hub, ws, outbox = self.session, self.hub, self.ws, self.outbox
+        session, server, ws = self.session, self.server, self.ws
         while True:
             for received in await ws.receive():
                 if isinstance(received, (str, bytes)):
-                    if outbox.close_code is not None:
+                    if self.close_code is not None:
                         continue  # closing: no frame is handled any more
                     try:
-                        effects = session.handle(received, hub.now_ms())
-                        hub.metrics.frame_in(session.last_op)
+                        effects = session.handle(received, server.now_ms())
+                        server.metrics.frame_in(session.last_op)
                     except Exception:
                         log.exception("unexpected failure handling a frame")
                         exc = Internal("the server failed on this frame; it has been logged")
                         effects = [Write(Error.from_exc(exc))]
                     self._carry_out(effects)
                 elif isinstance(received, Ping):
-                    outbox.put_nowait(ws.pong(received))
+                    self.outbox.put_nowait(ws.pong(received))
                 elif isinstance(received, Pong):
-                    session.heard(hub.now_ms())
-                elif isinstance(received, CloseConnection):
-                    if (
-                        received.code == CloseReason.ABNORMAL_CLOSURE
-                        or ws.closed
-                        or outbox.close_code is not None
-                    ):
-                        self._stop()  # lost, or the answer to our close: done
-                        return
-                    if ws.protocol.state is ConnectionState.REMOTE_CLOSING:
-                        # The client's close: the writer answers it, nothing more is read.
-                        self.by_client = True
-                        outbox.close_nowait(received.code, received.reason or "", flush=False)
-                        return
-                    # A frame we will not take (1002, 1007, 1009): our close, then read on
-                    # until the client answers it.
-                    outbox.close_nowait(received.code, received.reason or "", flush=False)
+                    session.heard(server.now_ms())
+                elif isinstance(received, ClientClose):
+                    self.by_client = self.close_code is None
+                    self.close(received.code, received.reason)  # the answer, then hang up
+                    return
+                elif isinstance(received, ProtocolClose):
+                    # A frame we will not take: our close, then read on for the answer.
+                    self.close(received.code, received.reason)
+                elif isinstance(received, Gone):
+                    self._stop()
+                    return
 
     async def _write(self) -> None:
         outbox, ws = self.outbox, self.ws
         try:
-            while True:
-                batch = await outbox.get_batch()
-                if batch:  # everything queued since the last wake-up, in one write
-                    self.hub.metrics.outbox_batch.observe(len(batch))
-                    await ws.send(batch[0] if len(batch) == 1 else b"".join(batch))
-                if outbox.close_code is not None:
-                    frame = ws.close_frame(outbox.close_code, outbox.close_reason)
-                    if frame:
-                        await ws.send(frame)
-                    break
+            while batch := await outbox.get_batch():  # empty: closed, and all of it written
+                self.server.metrics.outbox_batch.observe(len(batch))
+                await ws.send(batch[0] if len(batch) == 1 else b"".join(batch))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._stop()
             return
         if ws.closed:  # that was the answer to the client's close
             self._stop()
-        # Otherwise the reader waits for the client's answer, within the close deadline.
+        # Otherwise the reader waits for the client's answer, until the close deadline.
 
     def _schedule(self) -> None:
-        """Tell the Timers this connection's next deadline, if it moved earlier."""
-        hub = self.hub
-        due = self._next_beat
-        if self._hello_at < due:
-            due = self._hello_at
-        resend_ms = self.session.due_ms()
-        if resend_ms is not None:
-            due = min(due, trio.current_time() + (resend_ms - hub.now_ms()) / 1000)
+        """Tell the timers this connection's next deadline, if it moved earlier."""
+        due_ms = self.session.next_deadline_ms()
+        if due_ms is None:
+            return
+        due = trio.current_time() + (due_ms - self.server.now_ms()) / 1000
         if due < self.due:
-            hub.timers.schedule(self, due)
-
-    def wake(self) -> None:
-        """A resend deadline was set: it may come before the next heartbeat."""
-        if not self.closed:
-            self._schedule()
+            self.server.timers.schedule(self, due)
 
     def on_timer(self) -> None:
-        """One of this connection's deadlines came: the session says what it means."""
-        if self.closed:
-            return
-        session, hub = self.session, self.hub
-        now = trio.current_time()
-        if now >= self._hello_at:
-            self._hello_at = math.inf
-            self._carry_out(session.expire())
-        if now >= self._next_beat:
-            self._next_beat += hub.chat.limits.heartbeat_ms / 1000
-            self._carry_out(session.tick(hub.now_ms()))
-        self._carry_out(session.resend(hub.now_ms()))
-        self._schedule()
-
-    def _start_close_deadline(self, nursery: trio.Nursery) -> None:
-        # RuntimeError: the connection's tasks have all ended, so it is closing already.
-        with contextlib.suppress(RuntimeError):
-            nursery.start_soon(self._close_deadline)
-
-    async def _close_deadline(self) -> None:
-        """A close was decided: a client that does not read cannot even get the close
-        frame, so after a while the connection is dropped without it."""
-        await trio.sleep(CLOSE_TIMEOUT_S)
-        self._stop()
+        """The deadline came: the session says what it means."""
+        if self.session.state is not SessionState.CLOSED:
+            self._carry_out(self.session.on_deadline(self.server.now_ms()))
+            self._schedule()
 
     def _stop(self) -> None:
         if self._cancel is not None:
             self._cancel.cancel()
 
     def _carry_out(self, effects: list[Effect]) -> None:
-        hub = self.hub
+        server = self.server
         for effect in effects:
             match effect:
                 case Write(frame):
                     self.send(frame)
                 case Submit(outcome):
-                    hub.committer.submit_nowait(outcome, self)
+                    server.committer.submit_nowait(outcome, self.send)
                 case Publish(deliveries):
-                    hub.fanout.publish(deliveries)
+                    server.fanout.publish(deliveries)
                 case Opened(replaced):
-                    old = hub.fanout.connect(self, hub.chat.convs_of(self.user))
+                    server.fanout.connect(self, server.chat.convs_of(self.user))
                     fields = {
                         "session": self.session.id,
                         "user": self.user,
@@ -275,48 +251,62 @@ class Connection:
                         "encoding": self.codec.encoding.value,
                     }
                     log.info("connect", extra={"fields": fields})
-                    if replaced is not None and old is not None:
-                        old.outbox.close_nowait(CloseCode.REPLACED, "replaced", flush=False)
+                    old = server.connections.get(replaced) if replaced is not None else None
+                    if old is not None:
+                        old.close(CloseCode.REPLACED, "replaced")
                 case Close(code, reason):
-                    self.outbox.close_nowait(code, reason)
+                    self._closing(code, reason)
                 case SendPing():
                     self.outbox.put_nowait(self.ws.ping())
+                case Drop():
+                    self._stop()
+
+    def _closing(self, code: int, reason: str) -> None:
+        """The transport's part of a close the session has made."""
+        self.close_code, self.close_reason = code, reason
+        self.server.fanout.disconnect(self)
+        # The close frame follows what is in flight. A slow consumer's queue is what it
+        # could not take: only the rest of a frame already partly on the wire stays.
+        keep = code != CloseCode.SLOW_CONSUMER
+        self.outbox.close(self.ws.close_frame(code, reason), keep_queued=keep)
+        self._schedule()  # the close deadline
 
 
-class Hub:
-    """What every connection of one server shares."""
+class Connections:
+    """The live connections of one server, by session id: the one registry of them. Who is
+    online as which user and device is the core's (`Presence`); this maps its session ids
+    to connections.
 
-    __slots__ = (
-        "chat",
-        "codecs",
-        "committer",
-        "connections",
-        "fanout",
-        "max_connections",
-        "metrics",
-        "now_ms",
-        "secret",
-        "timers",
-    )
+    Args:
+        sessions_of: the live session ids of some users (`Presence.sessions`).
+    """
 
-    def __init__(
-        self,
-        *,
-        chat: Chat,
-        codecs: list[Codec],
-        committer: Committer,
-        fanout: Fanout,
-        metrics: Metrics,
-        secret: str,
-        timers: Timers,
-        now_ms: Callable[[], int],
-    ) -> None:
-        self.chat = chat
-        self.codecs = codecs
-        self.committer = committer
-        self.fanout = fanout
-        self.metrics = metrics
-        self.secret = secret
-        self.timers = timers
-        self.now_ms = now_ms
-        self.connections: set[Connection] = set()  # every live one, said hello or not
+    __slots__ = ("_by_session", "sessions_of")
+
+    def __init__(self, sessions_of: Callable[[Iterable[str]], list[str]]) -> None:
+        self._by_session: dict[str, Connection] = {}
+        self.sessions_of = sessions_of
+
+    def __len__(self) -> int:
+        return len(self._by_session)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._by_session.values()))
+
+    def add(self, conn: Connection) -> None:
+        self._by_session[conn.session.id] = conn
+
+    def remove(self, conn: Connection) -> None:
+        self._by_session.pop(conn.session.id, None)
+
+    def get(self, session: str) -> Connection | None:
+        return self._by_session.get(session)
+
+    def of_sessions(self, sessions: Iterable[str]) -> list[Connection]:
+        by_session = self._by_session
+        return [c for s in sessions if (c := by_session.get(s)) is not None]
+
+    def of_users(self, users: Iterable[str]) -> list[Connection]:
+        """The live, authenticated connections of `users` (not those being closed: they
+        left presence when the close was decided)."""
+        return self.of_sessions(self.sessions_of(users))

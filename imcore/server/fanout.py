@@ -1,13 +1,17 @@
 """Fan-out tables, sharded by conversation: who is live in each conversation, and pushes.
 
-Each shard owns the table of its conversations (conv -> live connections, split by encoding)
+Each shard owns the table of its conversations (conv -> live recipients, split by encoding)
 and one task that carries out, for each conversation in order, its queue of work: attaching
-and detaching connections and pushing frames. A connection receives one conversation's
-pushes in seq order, while a flood to a big group holds up neither the other shards nor the
-other conversations of its own shard: they take turns, a slice of recipients at a time.
-The table is kept current by connect, disconnect and the membership deltas of each event,
+and detaching recipients and pushing frames. A recipient receives one conversation's pushes
+in seq order, while a flood to a big group holds up neither the other shards nor the other
+conversations of its own shard: they take turns, a slice of recipients at a time.
+The tables are kept current by connect, disconnect and the membership deltas of each event,
 never recomputed per message. A frame is encoded once per encoding, and the same bytes are
 queued for every recipient.
+
+The fan-out knows a connection only as a `Recipient`, and finds the live ones of a user or
+a session through the `Directory` it is given: it keeps no registry of its own, only which
+tables each recipient is in.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -23,10 +27,9 @@ from ..core import Event
 from .websocket import preframe
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable
 
     from ..core import Codec, Deliveries
-    from .connection import Connection
     from .metrics import Metrics
 
 #: A big fan-out yields to the scheduler after this many recipients, so it cannot hold the
@@ -36,19 +39,48 @@ YIELD_EVERY = 32
 #: split, so no outbox gets more at once than a healthy reader drains in one write.
 MAX_RUN = 64
 
-_Route = tuple[set["Connection"], ...]  # one set of connections per encoding
+
+class Recipient(Protocol):
+    """A live connection, as the fan-out sees it."""
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def codec_index(self) -> int:
+        """Which of the fan-out's codecs it speaks."""
+
+    def push(self, frames: list[bytes], size: int, conv: str, seq: int, now_ms: int) -> None:
+        """Queue pre-framed `frames` (`size` bytes in all) of `conv`; `seq` is the first
+        event's seq when they are events (so they may be resent), else 0."""
+
+
+class Directory(Protocol):
+    """Where the fan-out finds live recipients (the server's registry of connections)."""
+
+    def of_users(self, users: Iterable[str]) -> Iterable[Recipient]:
+        """The live, authenticated connections of `users`."""
+
+    def of_sessions(self, sessions: Iterable[str]) -> Iterable[Recipient]:
+        """The live connections with these session ids."""
+
+
+_Route = tuple[set[Recipient], ...]  # one set of recipients per encoding
 
 
 @dataclass(frozen=True, slots=True)
 class Attach:
     conv: str
-    conn: Connection
+    recipient: Recipient
 
 
 @dataclass(frozen=True, slots=True)
 class Detach:
     conv: str
-    conn: Connection
+    recipient: Recipient
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +89,87 @@ class Push:
 
 
 ShardOp = Attach | Detach | Push
+
+
+class PushJob:
+    """Frames of one conversation to their audience, a slice of recipients at a time: one
+    frame, or a run of consecutive events to every live member (each recipient visited once
+    for the whole run, and given all of it in one put).
+
+    Args:
+        shard: the shard whose tables it reads and changes.
+        run: the deliveries, in seq order; more than one only for a run to members.
+        groups: the recipients, one list per encoding.
+    """
+
+    __slots__ = ("_at", "_frames", "_group", "_now", "_run", "_shard", "_started", "groups", "sent")
+
+    def __init__(self, shard: Shard, run: list[Deliveries], groups: list[list[Recipient]]):
+        self._shard = shard
+        self._run = run
+        self.groups = groups
+        self._group = 0  # the encoding being pushed
+        self._at = 0  # the next recipient in it
+        self._frames: tuple[list[bytes], int] | None = None  # its frames, encoded once
+        self._now = shard.fanout.now_ms()
+        self._started = time.perf_counter()
+        self.sent = 0  # recipients so far
+
+    def step(self, budget: int) -> bool:
+        """Push to at most `budget` more recipients. Returns whether the job is done (and
+        then its membership changes and metrics are done too)."""
+        first = self._run[0]
+        conv, frame = first.conv, first.frame
+        seq = frame.seq if isinstance(frame, Event) else 0  # only events are resent
+        audience = first.audience
+        exclude_user, exclude_device = audience.exclude_user, audience.exclude_device
+        groups = self.groups
+        while self._group < len(groups):
+            targets = groups[self._group]
+            if self._at < len(targets):
+                frames = self._frames
+                if frames is None:
+                    codec = self._shard.fanout.codecs[self._group]
+                    payloads = [preframe(codec.encode(d.frame)) for d in self._run]
+                    frames = self._frames = (payloads, sum(map(len, payloads)))
+                payloads, size = frames
+                end = min(len(targets), self._at + budget)
+                for recipient in targets[self._at : end]:
+                    if exclude_user is not None and recipient.user == exclude_user:
+                        continue
+                    if exclude_device is not None and (
+                        (recipient.user, recipient.device) == exclude_device
+                    ):
+                        continue
+                    recipient.push(payloads, size, conv, seq, self._now)
+                    self.sent += 1
+                budget -= end - self._at
+                self._at = end
+                if end < len(targets):
+                    return False
+            self._group += 1
+            self._at, self._frames = 0, None
+            if budget <= 0 and self._group < len(groups):
+                return False
+        self._finish()
+        return True
+
+    def _finish(self) -> None:
+        shard, run, sent = self._shard, self._run, self.sent
+        last = run[-1]
+        for user in last.left:
+            for recipient in shard.fanout.directory.of_users((user,)):
+                shard.detach(last.conv, recipient)
+        if not sent:
+            return
+        metrics = shard.fanout.metrics
+        for d in run:
+            metrics.frame_out(d.frame, sent)
+        if isinstance(last.frame, Event):
+            for _ in run:
+                metrics.fanout_recipients.observe(sent)
+            metrics.deliveries.inc(sent * len(run))
+            metrics.fanout_seconds.observe((time.perf_counter() - self._started) / len(run))
 
 
 class Shard:
@@ -73,7 +186,7 @@ class Shard:
         self.routes: dict[str, _Route] = {}
         self._queues: dict[str, deque[ShardOp]] = {}  # conversations with work, in turn
         self._ready: deque[str] = deque()  # ... in the order they get their next slice
-        self._jobs: dict[str, Iterator[int]] = {}  # a push in progress, by conversation
+        self._jobs: dict[str, PushJob] = {}  # a push in progress, by conversation
         self._lot = trio.lowlevel.ParkingLot()
 
     def enqueue(self, op: ShardOp) -> None:
@@ -86,147 +199,89 @@ class Shard:
                 self._lot.unpark_all()
         queue.append(op)
 
-    def _attach(self, conv: str, conn: Connection) -> None:
-        if conn.closed:
-            return
+    def attach(self, conv: str, recipient: Recipient) -> None:
+        tables = self.fanout.tables.get(recipient)
+        if tables is None:
+            return  # disconnected since: it must not come back into any table
         route = self.routes.get(conv)
         if route is None:
             route = self.routes[conv] = tuple(set() for _ in self.fanout.codecs)
-        route[conn.codec_index].add(conn)
-        conn.attached.add(conv)
+        route[recipient.codec_index].add(recipient)
+        tables.add(conv)
 
-    def _detach(self, conv: str, conn: Connection) -> None:
-        conn.attached.discard(conv)
+    def detach(self, conv: str, recipient: Recipient) -> None:
+        tables = self.fanout.tables.get(recipient)
+        if tables is not None:
+            tables.discard(conv)
         route = self.routes.get(conv)
         if route is None:
             return
-        route[conn.codec_index].discard(conn)
+        route[recipient.codec_index].discard(recipient)
         if not any(route):
             del self.routes[conv]
 
     async def run(self) -> None:
         ready, queues, jobs = self._ready, self._queues, self._jobs
-        done = 0  # recipients since the last checkpoint
+        spent = 0  # recipients and table changes since the last checkpoint
         while True:
             while not ready:
-                done = 0
+                spent = 0
                 await self._lot.park()
             conv = ready.popleft()
             queue = queues[conv]
             job = jobs.pop(conv, None) or self._next_job(queue)
             if job is not None:
-                sent = next(job, None)
-                if sent is not None:  # not finished: its next slice comes in turn
+                before = job.sent
+                if not job.step(YIELD_EVERY):  # its next slice comes in turn
                     jobs[conv] = job
-                    done += sent
+                spent += job.sent - before
             if queue or conv in jobs:
                 ready.append(conv)
             else:
                 del queues[conv]
-            done += 1
-            if done >= YIELD_EVERY:
-                done = 0
+            spent += 1
+            if spent >= YIELD_EVERY:
+                spent = 0
                 await trio.lowlevel.checkpoint()
 
-    def _next_job(self, queue: deque[ShardOp]) -> Iterator[int] | None:
-        """Carry out the table changes at the head of `queue`; the push after them as a job
-        of slices, if one comes next."""
+    def _next_job(self, queue: deque[ShardOp]) -> PushJob | None:
+        """Carry out the table changes at the head of `queue`; the push after them as a job,
+        if one comes next."""
         while queue:
             match queue.popleft():
-                case Push(deliveries) if _to_members(deliveries):
-                    run = [deliveries]
-                    while queue and len(run) < MAX_RUN and _continues(queue[0], deliveries.conv):
-                        run.append(queue.popleft().deliveries)  # type: ignore[union-attr]
-                    return self._push_run(deliveries.conv, run)
                 case Push(deliveries):
-                    return self._push(deliveries)
-                case Attach(conv, conn):
-                    self._attach(conv, conn)
-                case Detach(conv, conn):
-                    self._detach(conv, conn)
+                    run = [deliveries]
+                    if _to_members(deliveries):
+                        while len(run) < MAX_RUN and queue:
+                            more = _continuing(queue[0], deliveries.conv)
+                            if more is None:
+                                break
+                            queue.popleft()
+                            run.append(more)
+                    return PushJob(self, run, self._audience(deliveries))
+                case Attach(conv, recipient):
+                    self.attach(conv, recipient)
+                case Detach(conv, recipient):
+                    self.detach(conv, recipient)
         return None
 
-    def _push_run(self, conv: str, run: list[Deliveries]) -> Iterator[int]:
-        """Consecutive events of one conversation to all its live members, with no change of
-        membership among them: each recipient is visited once for the whole run and gets
-        all of it in one put. Yields the recipients of each slice."""
-        fanout = self.fanout
-        first = run[0].frame
-        assert isinstance(first, Event)  # _to_members
-        first_seq = first.seq
-        now = fanout.now_ms()
-        started = time.perf_counter()
-        sent = 0
-        for index, conns in enumerate(self.routes.get(conv, ())):
-            if not conns:
-                continue
-            codec = fanout.codecs[index]
-            payloads = [preframe(codec.encode(d.frame)) for d in run]  # once per encoding
-            size = sum(map(len, payloads))
-            for conn in conns:
-                conn.outbox.put_many(payloads, size)
-                if conn.session.pushed(conv, first_seq, now):
-                    conn.wake()
-                sent += 1
-                if sent % YIELD_EVERY == 0:
-                    yield YIELD_EVERY
-        yield sent % YIELD_EVERY
-        metrics = fanout.metrics
-        if metrics is not None and sent:
-            for d in run:
-                metrics.frame_out(d.frame, sent)
-                metrics.fanout_recipients.observe(sent)
-            metrics.deliveries.inc(sent * len(run))
-            metrics.fanout_seconds.observe((time.perf_counter() - started) / len(run))
-
-    def _push(self, d: Deliveries) -> Iterator[int]:
-        """One frame to its audience, with the membership changes it carries. Yields the
-        recipients of each slice."""
-        fanout = self.fanout
-        audience = d.audience
-        groups: Iterable[Iterable[Connection]]
+    def _audience(self, d: Deliveries) -> list[list[Recipient]]:
+        """The recipients of `d`, one list per encoding; new members attached first."""
+        directory, audience = self.fanout.directory, d.audience
         if audience.sessions is not None:
-            groups = _split(fanout.sessions_of(audience.sessions), len(fanout.codecs))
-        elif audience.users is not None:
-            groups = _split(fanout.conns_of(audience.users), len(fanout.codecs))
-        else:
-            for user in d.joined:
-                for conn in fanout.conns_of((user,)):
-                    self._attach(d.conv, conn)
-            groups = self.routes.get(d.conv, ())
-        exclude_user, exclude_device = audience.exclude_user, audience.exclude_device
-        frame = d.frame
-        resendable = isinstance(frame, Event)  # receipts and presence are never resent
-        seq = frame.seq if isinstance(frame, Event) else 0
-        now = fanout.now_ms()
-        started = time.perf_counter()
-        sent = 0
-        for index, conns in enumerate(groups):
-            if not conns:
-                continue
-            payload = preframe(fanout.codecs[index].encode(d.frame))  # once per encoding
-            for conn in conns:
-                if exclude_user is not None and conn.user == exclude_user:
-                    continue
-                if exclude_device is not None and (conn.user, conn.device) == exclude_device:
-                    continue
-                conn.outbox.put_nowait(payload)
-                if resendable and conn.session.pushed(d.conv, seq, now):
-                    conn.wake()
-                sent += 1
-                if sent % YIELD_EVERY == 0:
-                    yield YIELD_EVERY
-        yield sent % YIELD_EVERY
-        for user in d.left:
-            for conn in fanout.conns_of((user,)):
-                self._detach(d.conv, conn)
-        metrics = fanout.metrics
-        if metrics is not None and sent:
-            metrics.frame_out(frame, sent)
-            if resendable:
-                metrics.deliveries.inc(sent)
-                metrics.fanout_recipients.observe(sent)
-                metrics.fanout_seconds.observe(time.perf_counter() - started)
+            return self._split(directory.of_sessions(audience.sessions))
+        if audience.users is not None:
+            return self._split(directory.of_users(audience.users))
+        for user in d.joined:
+            for recipient in directory.of_users((user,)):
+                self.attach(d.conv, recipient)
+        return [list(conns) for conns in self.routes.get(d.conv, ())]
+
+    def _split(self, recipients: Iterable[Recipient]) -> list[list[Recipient]]:
+        groups: list[list[Recipient]] = [[] for _ in self.fanout.codecs]
+        for recipient in recipients:
+            groups[recipient.codec_index].append(recipient)
+        return groups
 
 
 def _to_members(d: Deliveries) -> bool:
@@ -243,33 +298,39 @@ def _to_members(d: Deliveries) -> bool:
     )
 
 
-def _continues(op: ShardOp, conv: str) -> bool:
-    return isinstance(op, Push) and op.deliveries.conv == conv and _to_members(op.deliveries)
-
-
-def _split(conns: Iterable[Connection], n: int) -> list[list[Connection]]:
-    groups: list[list[Connection]] = [[] for _ in range(n)]
-    for conn in conns:
-        groups[conn.codec_index].append(conn)
-    return groups
+def _continuing(op: ShardOp, conv: str) -> Deliveries | None:
+    """`op`'s deliveries if they can extend a run of `conv`."""
+    if isinstance(op, Push) and op.deliveries.conv == conv and _to_members(op.deliveries):
+        return op.deliveries
+    return None
 
 
 class Fanout:
-    """The live connections by user and session, and the shards that push to them.
+    """The shards, and which tables each live recipient is in.
 
     Args:
-        codecs: one per encoding; a connection's `codec_index` points into this list.
+        codecs: one per encoding; a recipient's `codec_index` points into this list.
         shards: how many ordering domains to run.
+        directory: finds the live recipients of users and sessions.
+        metrics: counts pushes and deliveries.
         now_ms: the clock the resend deadlines use.
     """
 
-    def __init__(self, codecs: list[Codec], shards: int, now_ms: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        codecs: list[Codec],
+        shards: int,
+        directory: Directory,
+        metrics: Metrics,
+        now_ms: Callable[[], int],
+    ) -> None:
         self.codecs = codecs
+        self.directory = directory
+        self.metrics = metrics
         self.now_ms = now_ms
-        self.metrics: Metrics | None = None
         self.shards = [Shard(self) for _ in range(shards)]
-        self._by_user: dict[str, dict[str, Connection]] = {}
-        self._by_session: dict[str, Connection] = {}
+        #: every connected recipient -> the conversations whose tables hold it
+        self.tables: dict[Recipient, set[str]] = {}
 
     def shard(self, conv: str) -> Shard:
         return self.shards[hash(conv) % len(self.shards)]
@@ -280,40 +341,22 @@ class Fanout:
                 nursery.start_soon(shard.run)
             task_status.started()
 
-    def connect(self, conn: Connection, convs: Iterable[str]) -> Connection | None:
-        """Make `conn` live in its user's conversations.
-
-        Returns:
-            The connection it replaces on the same device, if any.
-        """
-        devices = self._by_user.setdefault(conn.user, {})
-        old = devices.get(conn.device)
-        devices[conn.device] = conn
-        self._by_session[conn.session.id] = conn
+    def connect(self, recipient: Recipient, convs: Iterable[str]) -> None:
+        """Put `recipient` in the tables of `convs` (in order with their pushes)."""
+        self.tables.setdefault(recipient, set())
         for conv in convs:
-            self.shard(conv).enqueue(Attach(conv, conn))
-        return old
+            self.shard(conv).enqueue(Attach(conv, recipient))
 
-    def disconnect(self, conn: Connection) -> None:
-        """Take a closed `conn` out of every table; its shards drop it in order with their
-        pushes (and drop any attach still queued, since it is closed)."""
-        self._by_session.pop(conn.session.id, None)
-        devices = self._by_user.get(conn.user)
-        if devices is not None and devices.get(conn.device) is conn:
-            del devices[conn.device]
-            if not devices:
-                del self._by_user[conn.user]
-        for conv in list(conn.attached):
-            self.shard(conv).enqueue(Detach(conv, conn))
+    def disconnect(self, recipient: Recipient) -> None:
+        """Take `recipient` out of every table: nothing more is pushed to it from now on,
+        and an attach still queued for it is dropped. Idempotent."""
+        for conv in self.tables.pop(recipient, ()):
+            self.shard(conv).enqueue(Detach(conv, recipient))
+
+    def tables_of(self, recipient: Recipient) -> int:
+        """How many conversation tables hold `recipient`."""
+        return len(self.tables.get(recipient, ()))
 
     def publish(self, deliveries: Deliveries) -> None:
         """Queue a push on the shard of its conversation."""
         self.shard(deliveries.conv).enqueue(Push(deliveries))
-
-    def conns_of(self, users: Iterable[str]) -> list[Connection]:
-        by_user = self._by_user
-        return [c for u in users for c in by_user.get(u, {}).values()]
-
-    def sessions_of(self, sessions: Iterable[str]) -> list[Connection]:
-        by_session = self._by_session
-        return [c for s in sessions if (c := by_session.get(s)) is not None]

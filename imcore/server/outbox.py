@@ -1,14 +1,17 @@
 """Outbox: the one bounded buffer between the fan-out and a connection's socket.
 
-It never blocks the producer: `put_nowait` either queues the frame or, when the connection
-is too slow to drain it, drops what is queued and asks for close 4008 (spec §10). The
-client loses nothing by that: it resumes with `sync`.
+It never blocks the producer: `put` either queues the frames or, when the connection is too
+slow to drain them, refuses them and says so; the connection then closes with 4008 (spec
+§10). The client loses nothing by that: it resumes with `sync`.
 
-When nothing is queued and the writer is parked, a frame is handed straight to the socket
+When nothing is queued and the writer is parked, frames are handed straight to the socket
 (`write_now`) instead: that costs one system call, where a wake-up of the writer costs a trip
 through the scheduler for every recipient of every message. Only what the socket does not
 take is queued. Order is kept because a direct write happens only while the writer has
 nothing of its own in flight.
+
+A close ends the outbox: after `close(last)` nothing more is taken, and `last` (the close
+frame) is the final thing written, after what was in flight.
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..core import CloseCode
-
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -26,7 +27,7 @@ Payload = bytes  # whole pre-framed WebSocket messages
 
 
 class Outbox:
-    """A bounded queue of encoded frames with a pending close.
+    """A bounded queue of encoded frames, ended by a close.
 
     Args:
         max_frames: frames queued at most.
@@ -41,11 +42,9 @@ class Outbox:
         "_items",
         "_partial",
         "_waiter",
-        "close_code",
-        "close_reason",
+        "closed",
         "max_bytes",
         "max_frames",
-        "on_close",
         "write_now",
     )
 
@@ -58,70 +57,71 @@ class Outbox:
         self._bytes = 0
         self._partial = False  # the first item is the rest of a frame partly written already
         self._waiter: trio.lowlevel.Task | None = None  # the writer, while it waits
-        self.close_code: int | None = None  # a CloseCode, or an RFC 6455 code
-        self.close_reason = ""
-        self.on_close: Callable[[], None] | None = None  # told once a close is asked for
+        self.closed = False  # `close` was called: nothing more is taken
         self.write_now = write_now
 
-    def put_nowait(self, payload: Payload) -> None:
-        """Queue one encoded frame; overflow closes the connection with 4008."""
-        if self.close_code is not None:
-            return
-        size = len(payload)
+    def put(self, payloads: list[Payload], size: int) -> bool:
+        """Queue whole frames of `size` bytes in all (or write them now, see the module).
+
+        Returns:
+            False if they do not fit: the connection is too slow (close it with 4008).
+            True otherwise, also once closed (then they are dropped: the client syncs).
+        """
+        if self.closed:
+            return True
         items = self._items
         if not items and self._waiter is not None and self.write_now is not None:
-            sent = self.write_now(payload)
-            if sent == size:
-                return
-            payload, size, self._partial = payload[sent:], size - sent, sent > 0
-        elif items and (len(items) >= self.max_frames or self._bytes + size > self.max_bytes):
-            self.close_nowait(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
-            return
-        items.append(payload)
-        self._bytes += size
-        if len(items) == 1:
-            self._wake()
-
-    def put_many(self, payloads: list[Payload], size: int) -> None:
-        """Queue several encoded frames of `size` bytes in all, as `put_nowait` each would."""
-        if self.close_code is not None:
-            return
-        items = self._items
-        was_empty = not items
-        over_bytes = self._bytes + size > self.max_bytes and (items or len(payloads) > 1)
-        if len(items) + len(payloads) > self.max_frames or over_bytes:
-            self.close_nowait(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
-            return
-        if was_empty and self._waiter is not None and self.write_now is not None:
             data = payloads[0] if len(payloads) == 1 else b"".join(payloads)
             sent = self.write_now(data)
             if sent == size:
-                return
+                return True
             payloads, size, self._partial = [data[sent:]], size - sent, sent > 0
+        # One admission rule: a single frame always fits an empty outbox (a large reply is
+        # never refused); anything else must fit both bounds.
+        if (items or len(payloads) > 1) and (
+            len(items) + len(payloads) > self.max_frames or self._bytes + size > self.max_bytes
+        ):
+            return False
+        was_empty = not items
         items.extend(payloads)
         self._bytes += size
         if was_empty:
             self._wake()
+        return True
 
-    def close_nowait(self, code: int, reason: str, *, flush: bool = True) -> None:
-        """Ask the writer to close with `code`: after what is queued, or at once if not `flush`."""
-        if self.close_code is not None:
+    def put_nowait(self, payload: Payload) -> bool:
+        """`put` of one frame."""
+        return self.put([payload], len(payload))
+
+    def close(self, last: Payload, *, keep_queued: bool) -> None:
+        """End the outbox with `last`, written after what is in flight; nothing more is taken.
+
+        Args:
+            last: the final bytes (the close frame; empty for none).
+            keep_queued: keep the whole frames queued, or drop them. The rest of a frame
+                already partly on the wire is always kept, or `last` would land inside it.
+        """
+        if self.closed:
             return
-        self.close_code, self.close_reason = code, reason
-        if not flush:
-            # Whole frames are dropped; the rest of one already partly on the wire is kept,
-            # or the close frame would land inside it.
-            kept = self._items[:1] if self._partial else []
-            self._items = kept
-            self._bytes = sum(map(len, kept))
+        self.closed = True
+        if not keep_queued:
+            self._items = self._items[:1] if self._partial else []
+            self._bytes = sum(map(len, self._items))
+        if last:
+            self._items.append(last)
+            self._bytes += len(last)
         self._wake()
-        if self.on_close is not None:
-            self.on_close()
+
+    def abandon(self) -> None:
+        """The socket is gone: drop everything and take nothing more (not even directly)."""
+        self.closed = True
+        self.write_now = None
+        self._items, self._bytes = [], 0
 
     async def get_batch(self) -> list[Payload]:
-        """Wait for frames or a close; return everything queued (empty when only closing).
+        """Wait for frames or a close; return everything queued (empty when only closed).
         One task (the connection's writer) calls this."""
-        while not self._items and self.close_code is None:
+        while not self._items and not self.closed:
             self._waiter = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(self._abort)
         batch, self._items = self._items, []

@@ -23,7 +23,7 @@ from ..core import CloseCode, Codec, Encoding, Session
 from .admin_http import AdminState, build_app, serve_admin
 from .collector import Collector
 from .committer import Committer
-from .connection import Connection, Hub
+from .connection import Connection, Connections
 from .datadir import DataDirLock, open_state
 from .fanout import Fanout
 from .files import Files, run_blocking
@@ -35,9 +35,10 @@ from .wal import Wal
 from .websocket import Refuse, Upgrade, accept
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from ..config import Config
+    from ..core import Chat
 
 log = logging.getLogger("imcore")
 
@@ -46,6 +47,21 @@ ENCODINGS = (Encoding.CBOR, Encoding.JSON)
 WS_PATH = "/ws"  # spec §1
 #: spec §11: the whole shutdown must finish within 10 s; connections get this long to close.
 CLOSE_GRACE_S = 5.0
+
+
+@dataclass(slots=True)
+class Hub:
+    """What every connection of one server shares (`connection.Services`)."""
+
+    chat: Chat
+    codecs: list[Codec]
+    committer: Committer
+    connections: Connections
+    fanout: Fanout
+    metrics: Metrics
+    secret: str
+    timers: Timers
+    now_ms: Callable[[], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +143,10 @@ async def serve(
             return int((trio.current_time() + offset) * 1000)
 
         codecs = [Codec(e, limits) for e in ENCODINGS]
-        fanout = Fanout(codecs, config.shards, now_ms)
-        committer = Committer(chat, fanout, wal, on_commit=snapshotter.poke)
         metrics = Metrics()
-        fanout.metrics = committer.metrics = metrics
+        connections = Connections(chat.presence.sessions)
+        fanout = Fanout(codecs, config.shards, connections, metrics, now_ms)
+        committer = Committer(chat, fanout.publish, wal, metrics, on_commit=snapshotter.poke)
         wal.on_write = metrics.observe_write
         snapshotter.on_snapshot = metrics.snapshot_seconds.observe
         collector.on_pause = metrics.gc_pause.observe
@@ -139,12 +155,13 @@ async def serve(
         timers = Timers()
         hub = Hub(
             chat=chat,
-            timers=timers,
             codecs=codecs,
             committer=committer,
+            connections=connections,
             fanout=fanout,
             metrics=metrics,
             secret=secret,
+            timers=timers,
             now_ms=now_ms,
         )
         async with trio.open_nursery() as services:
@@ -154,7 +171,19 @@ async def serve(
             await services.start(snapshotter.run)
             services.start_soon(_probe_loop_lag, metrics)
             services.start_soon(collector.watch)
-            admin = build_app(AdminState(hub, wal, snapshotter, config.fsync))
+            admin = build_app(
+                AdminState(
+                    chat=chat,
+                    connections=connections,
+                    fanout=fanout,
+                    metrics=metrics,
+                    secret=secret,
+                    now_ms=now_ms,
+                    wal=wal,
+                    snapshotter=snapshotter,
+                    fsync=config.fsync,
+                )
+            )
             admin_stop, admin_done = trio.Event(), trio.Event()
 
             async def run_admin(*, task_status: trio.TaskStatus[int]) -> None:
@@ -256,8 +285,8 @@ async def _serve_connections(
         task_status.started(running)
         await running.stop.wait()
         accepting.cancel()
-        for conn in list(hub.connections):
-            conn.outbox.close_nowait(CloseCode.GOING_AWAY, "server shutting down")
+        for conn in hub.connections:
+            conn.close(CloseCode.GOING_AWAY, "server shutting down")
         connections.cancel_scope.deadline = trio.current_time() + CLOSE_GRACE_S
     return running
 

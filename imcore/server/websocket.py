@@ -144,7 +144,30 @@ async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class ClientClose:
+    """The client began the closing handshake with `code`: answer it and hang up."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolClose:
+    """The client's bytes broke the protocol (1002, 1007) or a message was over the limit
+    (1009): the server closes with `code`."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """Nothing more comes: the client answered our close, or the connection is lost."""
+
+
 Received = str | bytes | Ping | Pong | CloseConnection
+Event = str | bytes | Ping | Pong | ClientClose | ProtocolClose | Gone
 
 #: First header byte of a final text or binary frame with no reserved bits.
 _FIN_TEXT, _FIN_BINARY = 0x80 | OP_TEXT, 0x80 | OP_BINARY
@@ -345,20 +368,33 @@ class WebSocket:
 
     @property
     def closed(self) -> bool:
-        """Both sides have sent their close frame, or the connection broke."""
+        """The closing handshake is over (both close frames have passed), or the connection
+        broke."""
         return self.protocol.state is ConnectionState.CLOSED
 
-    async def receive(self) -> list[Received]:
+    async def receive(self) -> list[Event]:
         """Read once; whatever that completed, in order: messages (str for text, bytes for
-        binary) and control frames. A lost connection reads as a close with 1006, and a
-        message over `max_message` as a close with 1009 (which the caller sends)."""
+        binary), pings and pongs, and where the closing handshake stands (`ClientClose`,
+        `ProtocolClose`, `Gone`)."""
         if self.protocol.state is ConnectionState.CLOSED:
-            return [CloseConnection(CloseReason.ABNORMAL_CLOSURE)]
+            return [Gone()]
         try:
             data = await (self._read() if self._fd >= 0 else self.stream.receive_some(RECEIVE_SIZE))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
-        return self.reader.feed(bytes(data))
+        return [
+            self._closing(r) if isinstance(r, CloseConnection) else r
+            for r in self.reader.feed(bytes(data))
+        ]
+
+    def _closing(self, close: CloseConnection) -> ClientClose | ProtocolClose | Gone:
+        """What a close from the reader means, by the state wsproto is in after it."""
+        state = self.protocol.state
+        if close.code == CloseReason.ABNORMAL_CLOSURE or state is ConnectionState.CLOSED:
+            return Gone()  # lost, or the answer to our close
+        if state is ConnectionState.REMOTE_CLOSING:
+            return ClientClose(close.code, close.reason or "")
+        return ProtocolClose(close.code, close.reason or "")  # wsproto's or the size limit
 
     async def _read(self) -> bytes:
         """One read from the socket.

@@ -10,6 +10,7 @@ from imcore.core import (
     Close,
     CloseCode,
     Codec,
+    Drop,
     Encoding,
     Limits,
     Opened,
@@ -20,8 +21,9 @@ from imcore.core import (
     Submit,
     Write,
     auth,
+    refusal,
 )
-from imcore.core.frames import Ack, Error, Pong, Presence, Welcome
+from imcore.core.frames import Ack, Error, Event, Pong, Presence, Welcome
 from tests.helpers.core import SECRET
 
 NOW = 1_700_000_000_000
@@ -121,10 +123,14 @@ def test_after_a_close_is_decided_nothing_more_is_handled() -> None:
 
 
 def test_the_hello_timeout_closes_only_a_session_that_did_not_say_hello() -> None:
-    chat = Chat(Limits())
-    assert opened(chat).expire() == []
+    chat = Chat(Limits(hello_timeout_ms=10_000, heartbeat_ms=60_000))
+    polite = opened(chat)
+    assert polite.next_deadline_ms() == NOW + 60_000  # the heartbeat; no hello deadline
+    assert polite.on_deadline(NOW + 10_000) == []
     silent = new_session(chat, "s2")
-    assert silent.expire() == [Close(CloseCode.UNAUTHORIZED, "no hello in time")]
+    assert silent.next_deadline_ms() == NOW + 10_000
+    assert silent.on_deadline(NOW + 9_999) == []
+    assert silent.on_deadline(NOW + 10_000) == [Close(CloseCode.UNAUTHORIZED, "no hello in time")]
     assert silent.handle(hello(), NOW) == []
 
 
@@ -133,9 +139,40 @@ def test_a_failed_commit_is_refused_with_unavailable() -> None:
     session = opened(chat)
     (submit,) = session.handle(frame(op="send", id=9, conv="dm:a:alice", cmid="c", body=1), NOW)
     assert isinstance(submit, Submit)
-    refusal = session.refuse(submit.outcome)
-    assert isinstance(refusal, Error)
-    assert (refusal.code, refusal.id) == ("unavailable", 9)
+    answer = refusal(submit.outcome)
+    assert isinstance(answer, Error)
+    assert (answer.code, answer.id) == ("unavailable", 9)
+
+
+def test_a_close_leaves_presence_at_once_and_drops_the_socket_after_the_close_timeout() -> None:
+    chat = Chat(Limits(close_timeout_ms=30_000, heartbeat_ms=1000))
+    watcher = opened(chat, "carol", sid="w")
+    watcher.handle(frame(op="watch", id=1, users=["alice"]), NOW)
+    alice = opened(chat, sid="a1")
+    effects = alice.close(CloseCode.SLOW_CONSUMER, "slow consumer", NOW + 5)
+    assert [type(e) for e in effects] == [Publish, Close]
+    assert effects[-1] == Close(CloseCode.SLOW_CONSUMER, "slow consumer")
+    assert not chat.presence.online("alice")
+    assert alice.close(CloseCode.TIMEOUT, "again", NOW + 6) == []  # one close
+    assert alice.next_deadline_ms() == NOW + 30_005  # no heartbeat or resend any more
+    assert alice.on_deadline(NOW + 30_004) == []
+    assert alice.on_deadline(NOW + 30_005) == [Drop()]
+    assert alice.ended(NOW + 30_010) == []  # left presence already: no second push
+    assert alice.next_deadline_ms() is None
+
+
+def test_a_replaced_session_closing_does_not_take_its_user_offline() -> None:
+    chat = Chat(Limits())
+    watcher = opened(chat, "carol", sid="w")
+    watcher.handle(frame(op="watch", id=1, users=["alice"]), NOW)
+    old = opened(chat, sid="old")
+    new = new_session(chat, "new")
+    (replaced, *_) = new.handle(hello(), NOW + 1)
+    assert replaced == Opened("old")
+    assert old.close(CloseCode.REPLACED, "replaced", NOW + 2) == [
+        Close(CloseCode.REPLACED, "replaced")
+    ]
+    assert chat.presence.online("alice")
 
 
 def test_a_second_hello_is_invalid() -> None:
@@ -208,7 +245,7 @@ def test_watch_reports_presence_and_changes_are_published_to_watchers() -> None:
     (publish,) = [e for e in came if isinstance(e, Publish)]
     assert publish.deliveries.frame == Presence(user="alice", online=True, last_seen=NOW + 5)
     assert publish.deliveries.audience.sessions == frozenset({"w"})
-    (gone,) = alice.close(NOW + 9)
+    (gone,) = alice.ended(NOW + 9)
     assert isinstance(gone, Publish)
     assert gone.deliveries.frame == Presence(user="alice", online=False, last_seen=NOW + 9)
 
@@ -226,17 +263,23 @@ def test_an_empty_ok_follows_fire_and_forget_frames_only_when_they_carry_an_id()
 def test_heartbeats_ping_and_three_silent_ones_close_4000() -> None:
     chat = Chat(Limits(heartbeat_ms=1000))
     session = opened(chat)
-    assert session.tick(NOW + 1000) == [SendPing()]
+    assert session.next_deadline_ms() == NOW + 1000
+    assert session.on_deadline(NOW + 999) == []
+    assert session.on_deadline(NOW + 1000) == [SendPing()]
+    assert session.on_deadline(NOW + 2000) == [SendPing()]
     session.heard(NOW + 1500)  # a pong
-    assert session.tick(NOW + 4000) == [SendPing()]
-    assert session.tick(NOW + 4500) == [Close(CloseCode.TIMEOUT, "no sign of life")]
-    assert session.tick(NOW + 5500) == []
+    assert session.on_deadline(NOW + 3000) == [SendPing()]
+    assert session.on_deadline(NOW + 4000) == [SendPing()]
+    assert session.on_deadline(NOW + 5000) == [Close(CloseCode.TIMEOUT, "no sign of life")]
+    assert session.on_deadline(NOW + 6000) == []
 
 
 def test_any_frame_counts_as_a_sign_of_life() -> None:
     session = opened(Chat(Limits(heartbeat_ms=1000)))
     session.handle(frame(op="ping"), NOW + 2900)
-    assert session.tick(NOW + 5000) == [SendPing()]
+    for beat in (1000, 2000, 3000, 4000):
+        assert session.on_deadline(NOW + beat) == [SendPing()]
+    assert session.on_deadline(NOW + 5000) == [SendPing()]
 
 
 def test_resend_schedule_doubles_and_recv_covers() -> None:
@@ -249,14 +292,16 @@ def test_resend_schedule_doubles_and_recv_covers() -> None:
     chat.apply(submit.outcome.record)
     assert bob.pushed("dm:alice:bob", 1, NOW)
     assert not bob.pushed("dm:alice:bob", 1, NOW)  # one entry per conversation
-    assert bob.due_ms() == NOW + 1000
-    assert bob.resend(NOW + 999) == []
-    (again,) = bob.resend(NOW + 1000)
+    assert bob.next_deadline_ms() == NOW + 1000
+    assert bob.on_deadline(NOW + 999) == []
+    (again,) = bob.on_deadline(NOW + 1000)
     assert isinstance(again, Write)
     assert again.frame == chat.events("dm:alice:bob")[0]
-    assert bob.due_ms() == NOW + 3000
-    assert len(bob.resend(NOW + 3000)) == 1
-    assert bob.resend(NOW + 7000) == [Close(CloseCode.TIMEOUT, "pushes were never acknowledged")]
+    assert bob.next_deadline_ms() == NOW + 3000
+    assert len(bob.on_deadline(NOW + 3000)) == 1
+    assert bob.on_deadline(NOW + 7000) == [
+        Close(CloseCode.TIMEOUT, "pushes were never acknowledged")
+    ]
 
 
 def test_recv_up_to_the_head_clears_the_resend() -> None:
@@ -268,5 +313,23 @@ def test_recv_up_to_the_head_clears_the_resend() -> None:
     chat.apply(submit.outcome.record)
     bob.pushed("dm:alice:bob", 1, NOW)
     bob.handle(frame(op="recv", conv="dm:alice:bob", seq=1), NOW + 10)
-    assert bob.due_ms() is None
-    assert bob.resend(NOW + 10_000) == []
+    assert bob.next_deadline_ms() == NOW + Limits().heartbeat_ms  # no resend deadline
+    assert bob.on_deadline(NOW + 10_000) == []
+
+
+def test_a_recv_that_covers_part_of_the_pushes_leaves_a_resend_of_the_rest() -> None:
+    chat = Chat(Limits(resend_ms=1000))
+    alice, bob = opened(chat), opened(chat, "bob", sid="s2")
+    for cmid in ("c1", "c2", "c3"):
+        (submit,) = alice.handle(frame(op="send", conv="dm:alice:bob", cmid=cmid, body=1), NOW)
+        assert isinstance(submit, Submit)
+        assert submit.outcome.record is not None
+        chat.apply(submit.outcome.record)
+    bob.pushed("dm:alice:bob", 1, NOW)
+    bob.handle(frame(op="recv", conv="dm:alice:bob", seq=1), NOW + 500)
+    assert bob.next_deadline_ms() == NOW + 1500  # a fresh deadline for what is left
+    resent = bob.on_deadline(NOW + 1500)
+    assert [e.frame.seq for e in resent if isinstance(e, Write) and isinstance(e.frame, Event)] == [
+        2,
+        3,
+    ]

@@ -7,25 +7,15 @@ from typing import TYPE_CHECKING, Any
 import trio
 import trio.testing
 
-from imcore.core import Chat, Codec, Encoding, Limits, Session
+from imcore.core import Chat, Limits
 from imcore.core.frames import Ack, Error, Send, Sync
 from imcore.server.committer import Committer
-from imcore.server.fanout import Fanout
+from imcore.server.metrics import Metrics
 
 if TYPE_CHECKING:
-    from imcore.core import Record, ServerFrame
+    from imcore.core import Deliveries, Record, ServerFrame
 
 DM = "dm:alice:bob"
-
-
-class FakeConnection:
-    def __init__(self, chat: Chat) -> None:
-        self.sent: list[ServerFrame | None] = []
-        codec = Codec(Encoding.JSON, chat.limits)
-        self.session = Session(chat, codec, secret="s" * 32, session_id="s", now_ms=0)
-
-    def send(self, frame: ServerFrame | None) -> None:
-        self.sent.append(frame)
 
 
 class GateLog:
@@ -43,11 +33,11 @@ class GateLog:
         self.batches.append(records)
 
 
-def setup() -> tuple[Chat, GateLog, Committer]:
+def setup() -> tuple[Chat, GateLog, Committer, list[Deliveries]]:
     chat = Chat(Limits())
     log = GateLog()
-    fanout = Fanout([Codec(e, chat.limits) for e in Encoding], shards=1, now_ms=lambda: 0)
-    return chat, log, Committer(chat, fanout, log)
+    published: list[Deliveries] = []
+    return chat, log, Committer(chat, published.append, log, Metrics()), published
 
 
 def send(chat: Chat, cmid: str) -> Any:
@@ -55,31 +45,33 @@ def send(chat: Chat, cmid: str) -> Any:
 
 
 async def test_sends_queued_during_a_commit_share_the_next_one(nursery: trio.Nursery) -> None:
-    chat, log, committer = setup()
+    chat, log, committer, published = setup()
     await nursery.start(committer.run)
-    conn = FakeConnection(chat)
-    committer.submit_nowait(send(chat, "a"), conn)  # type: ignore[arg-type]
+    sent: list[ServerFrame | None] = []
+    committer.submit_nowait(send(chat, "a"), sent.append)
     await trio.testing.wait_all_tasks_blocked()
     for cmid in "bcd":
-        committer.submit_nowait(send(chat, cmid), conn)  # type: ignore[arg-type]
-    assert conn.sent == []  # nothing is acked before its commit
+        committer.submit_nowait(send(chat, cmid), sent.append)
+    assert (sent, published) == ([], [])  # nothing is acked or pushed before its commit
     log.gate.set()
     await trio.testing.wait_all_tasks_blocked()
     assert [len(b) for b in log.batches] == [1, 3]
-    assert [f.seq for f in conn.sent if isinstance(f, Ack)] == [1, 2, 3, 4]
+    assert [f.seq for f in sent if isinstance(f, Ack)] == [1, 2, 3, 4]
+    assert [d.frame for d in published] == [r for b in log.batches for r in b]
 
 
 async def test_a_failed_commit_answers_unavailable_and_keeps_reads(nursery: trio.Nursery) -> None:
-    chat, log, committer = setup()
+    chat, log, committer, published = setup()
     await nursery.start(committer.run)
-    conn = FakeConnection(chat)
+    sent: list[ServerFrame | None] = []
     log.gate.set()
-    committer.submit_nowait(send(chat, "ok"), conn)  # type: ignore[arg-type]
+    committer.submit_nowait(send(chat, "ok"), sent.append)
     await trio.testing.wait_all_tasks_blocked()
     log.fail = True
-    committer.submit_nowait(send(chat, "lost"), conn)  # type: ignore[arg-type]
+    committer.submit_nowait(send(chat, "lost"), sent.append)
     await trio.testing.wait_all_tasks_blocked()
-    ack, refusal = conn.sent
+    assert len(published) == 1  # the failed write pushed nothing
+    ack, refusal = sent
     assert isinstance(ack, Ack)
     assert isinstance(refusal, Error)
     assert (refusal.code, refusal.id) == ("unavailable", "lost")

@@ -9,29 +9,33 @@ from typing import TYPE_CHECKING
 import trio
 from trio.testing import wait_all_tasks_blocked
 
-from imcore.core import CloseCode
 from imcore.server.outbox import Outbox
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 
-def test_put_many_counts_every_frame_against_the_limit() -> None:
+def test_a_put_counts_every_frame_against_the_limit() -> None:
     outbox = Outbox(max_frames=4, max_bytes=1000)
-    outbox.put_many([b"a", b"b", b"c"], 3)
+    assert outbox.put([b"a", b"b", b"c"], 3)
     assert outbox.statistics() == {"frames": 3, "bytes": 3}
-    outbox.put_many([b"d", b"e"], 2)
-    assert outbox.close_code is CloseCode.SLOW_CONSUMER
-    assert outbox.statistics() == {"frames": 0, "bytes": 0}
+    assert not outbox.put([b"d", b"e"], 2)  # refused whole: the caller closes with 4008
+    assert outbox.statistics() == {"frames": 3, "bytes": 3}
 
 
-def test_put_many_into_an_empty_outbox_is_bounded_like_single_puts() -> None:
+def test_single_frames_are_bounded_in_bytes_too() -> None:
+    outbox = Outbox(max_frames=100, max_bytes=100)
+    assert outbox.put_nowait(b"x" * 60)
+    assert outbox.put_nowait(b"y" * 40)
+    assert not outbox.put_nowait(b"z")  # 101 bytes
+    assert outbox.statistics() == {"frames": 2, "bytes": 100}
+
+
+def test_a_put_into_an_empty_outbox_is_bounded_like_single_puts() -> None:
     big = Outbox(max_frames=10, max_bytes=100)
-    big.put_many([b"x" * 500], 500)  # one frame larger than the limit is still taken
-    assert big.close_code is None
+    assert big.put_nowait(b"x" * 500)  # one frame larger than the limit is still taken
     two = Outbox(max_frames=10, max_bytes=100)
-    two.put_many([b"x" * 60, b"y" * 60], 120)  # the second would not fit after the first
-    assert two.close_code is CloseCode.SLOW_CONSUMER
+    assert not two.put([b"x" * 60, b"y" * 60], 120)  # the second would not fit after the first
 
 
 class Socket:
@@ -69,7 +73,7 @@ async def parked_writer(room: int) -> AsyncIterator[tuple[Outbox, Socket, list[l
 async def test_a_frame_for_an_idle_writer_goes_straight_to_the_socket() -> None:
     async with parked_writer(room=1000) as (outbox, socket, batches):
         outbox.put_nowait(b"one")
-        outbox.put_many([b"two", b"three"], 8)
+        outbox.put([b"two", b"three"], 8)
     assert socket.written == [b"one", b"twothree"]
     assert batches == []  # the writer never woke
 
@@ -86,25 +90,33 @@ def test_no_direct_write_without_a_parked_writer_or_after_a_close() -> None:
     socket = Socket(room=1000)
     outbox = Outbox(max_frames=4, max_bytes=1000, write_now=socket.write_now)
     outbox.put_nowait(b"a")  # the writer is busy (or not started): it writes this itself
-    outbox.close_nowait(CloseCode.GOING_AWAY, "closed")
-    outbox.put_nowait(b"b")
+    outbox.close(b"CLOSE", keep_queued=True)
+    outbox.put_nowait(b"b")  # taken no more
     assert socket.written == []
-    assert outbox.statistics() == {"frames": 1, "bytes": 1}
+    assert outbox.statistics() == {"frames": 2, "bytes": 6}
 
 
-async def test_a_close_keeps_the_rest_of_a_frame_already_partly_written() -> None:
+async def test_a_close_follows_what_is_queued() -> None:
+    async with parked_writer(room=2) as (outbox, _, batches):
+        outbox.put_nowait(b"hello")  # "he" is on the wire
+        outbox.put_nowait(b"world")
+        outbox.close(b"CLOSE", keep_queued=True)
+    assert batches == [[b"llo", b"world", b"CLOSE"]]
+
+
+async def test_a_close_that_drops_the_queue_keeps_the_rest_of_a_frame_partly_written() -> None:
     async with parked_writer(room=2) as (outbox, socket, batches):
         outbox.put_nowait(b"hello")  # "he" is on the wire
         outbox.put_nowait(b"world")
-        outbox.close_nowait(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
+        outbox.close(b"CLOSE", keep_queued=False)
     assert socket.written == [b"he"]
-    assert batches == [[b"llo"]]  # the close frame will follow a whole frame
+    assert batches == [[b"llo", b"CLOSE"]]  # the close frame follows a whole frame
 
 
-async def test_a_run_over_the_limits_is_refused_even_when_it_could_go_straight_out() -> None:
+async def test_a_run_that_the_socket_does_not_take_is_bounded_like_any_put() -> None:
     async with parked_writer(room=0) as (outbox, socket, batches):
         outbox.max_bytes = 100
-        outbox.put_many([b"x" * 60, b"y" * 60], 120)
-    assert outbox.close_code is CloseCode.SLOW_CONSUMER
-    assert socket.written == []
-    assert batches == [[]]
+        assert outbox.put([b"x" * 60, b"y" * 60], 120)  # tried on the socket: one piece left
+        assert not outbox.put([b"z"], 1)
+    assert socket.written == [b""]
+    assert batches == [[b"x" * 60 + b"y" * 60]]
