@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 import time
 from collections import deque
 from contextlib import asynccontextmanager
@@ -102,17 +103,32 @@ def token(user: str, ttl_s: int = 3600) -> str:
     return auth.mint(user, SECRET, now_ms=int(time.time() * 1000), ttl_s=ttl_s)
 
 
+async def _connect(port: int, rcvbuf: int | None) -> trio.SocketStream:
+    if rcvbuf is None:
+        return await trio.open_tcp_stream("127.0.0.1", port)
+    # The receive buffer must be set before connecting: the window is agreed then.
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    await sock.connect(("127.0.0.1", port))
+    return trio.SocketStream(sock)
+
+
 @asynccontextmanager
 async def open_ws(
-    server: RunningServer, encoding: str | None = "imcore.v1.json", path: str = "/ws"
+    server: RunningServer,
+    encoding: str | None = "imcore.v1.json",
+    path: str = "/ws",
+    rcvbuf: int | None = None,
 ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    """A client WebSocket to the server.
+    """A client WebSocket to the server (with a socket receive buffer of `rcvbuf` bytes).
 
     The TCP stream is ours to close: trio-websocket's client leaves its socket open when the
-    server closes first, which would leak a socket per test.
+    server closes first, which would leak a socket per test. The client reads from the
+    socket only while the test takes its messages (trio-websocket queues one), so a test
+    that stops taking them stops reading.
     """
     async with trio.open_nursery() as nursery:
-        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        stream = await _connect(server.port, rcvbuf)
         try:
             ws = await trio_websocket.wrap_client_stream(
                 nursery,
@@ -135,10 +151,11 @@ async def open_client(
     user: str,
     device: str = "d1",
     encoding: str = "imcore.v1.json",
+    rcvbuf: int | None = None,
     **hello: Any,
 ) -> AsyncIterator[Client]:
     """A connected client that has said hello; `client.welcome` holds the reply."""
-    async with open_ws(server, encoding) as ws:
+    async with open_ws(server, encoding, rcvbuf=rcvbuf) as ws:
         client = Client(ws, encoding)
         client.welcome = await client.request(
             op="hello", v=1, token=token(user), device=device, **hello

@@ -87,3 +87,17 @@ async def test_no_hello_within_the_timeout_closes_4001(
         assert await silent.closed_with() == 4001
         assert 10 <= autojump_clock.current_time() - start < 11
         assert (await polite.request(op="ping"))["op"] == "pong"
+
+
+async def test_a_client_that_does_not_answer_the_close_is_dropped_after_close_timeout_ms(
+    nursery: trio.Nursery, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    listener = await start(nursery, tmp_path, heartbeat_ms=20_000, close_timeout_ms=5_000)
+    silent = await open_raw_client(listener)
+    silent.answer_pings = False
+    await hello(silent)
+    assert await closed_with(silent) == 4000
+    closed_at = autojump_clock.current_time()
+    while await silent.stream.receive_some(65536):  # it never answers the close frame
+        pass
+    assert 5 <= autojump_clock.current_time() - closed_at <= 5.1  # then the server hangs up
