@@ -9,8 +9,9 @@ encoded a conversation at a time:
       [conv, head, ts_last, roster | null, {user: read seq}, [event, ...]],   per conversation
       ... ]
 
-with `roster` = [owner, title, public, [[user, role], ...]] and each event
-[seq, ts, from, dev, at, cmid, body, sys] (its conversation is the enclosing one).
+with `roster` = [owner, title, public, [[user, role], ...]] and each event the row of
+`records.event_to_row`, [seq, ts, from, dev, at, cmid, body, sys] (its conversation is the
+enclosing one), the same row the WAL stores after the conversation.
 
 A snapshot may be *fuzzy*: conversations captured one at a time while the server keeps
 committing, so one may already hold events after L. That is safe because replaying the log
@@ -23,12 +24,12 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import cbor2
 
 from .conversation import ConversationState
-from .frames import Event, SysChange
+from .records import event_from_row, event_to_row
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -79,7 +80,7 @@ class SnapshotEncoder:
         events = state.events
         yield self._body(head + _array_header(len(events)))
         for start in range(0, len(events), chunk):
-            piece = b"".join(cbor2.dumps(_event_to_wire(e)) for e in events[start : start + chunk])
+            piece = b"".join(cbor2.dumps(event_to_row(e)) for e in events[start : start + chunk])
             yield self._body(piece)
 
     def end(self) -> bytes:
@@ -98,19 +99,6 @@ def _array_header(n: int) -> bytes:
     if n < 1 << 32:
         return b"\x9a" + n.to_bytes(4, "big")
     return b"\x9b" + n.to_bytes(8, "big")
-
-
-def _event_to_wire(e: Event) -> list[Any]:
-    sys = None if e.sys is None else e.sys.to_row()
-    return [e.seq, e.ts, e.sender, e.dev, e.at, e.cmid, e.body, sys]
-
-
-def _event_from_wire(conv: str, item: list[Any]) -> Event:
-    seq, ts, sender, dev, at, cmid, body, sys = item
-    change = None if sys is None else SysChange.from_row(sys)
-    return Event(
-        conv=conv, seq=seq, ts=ts, sender=sender, dev=dev, at=at, cmid=cmid, body=body, sys=change
-    )
 
 
 def decode(data: bytes) -> Snapshot:
@@ -143,7 +131,7 @@ def decode(data: bytes) -> Snapshot:
                     ts_last,
                     roster_state,
                     dict(reads),
-                    tuple(_event_from_wire(conv, e) for e in events),
+                    tuple(event_from_row(conv, e) for e in events),
                 )
             )
         return Snapshot(header["lsn"], header["clock"], states)
@@ -151,14 +139,3 @@ def decode(data: bytes) -> Snapshot:
         raise
     except Exception as exc:
         raise SnapshotError(f"snapshot structure is damaged: {exc}") from None
-
-
-def snapshot_name(lsn: int) -> str:
-    return f"{lsn:020d}.snap"
-
-
-def parse_snapshot_name(name: str) -> int | None:
-    stem, dot, ext = name.partition(".")
-    if dot and ext == "snap" and stem.isdigit() and len(stem) == 20:
-        return int(stem)
-    return None

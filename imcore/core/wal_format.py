@@ -18,7 +18,8 @@ names the kind:
     [1, conv, seq, ts, from, dev, at, cmid, body, sys]   an event (spec §4, §5)
     [2, conv, user, device, seq]                         a read cursor (spec §8)
 
-where `sys` is null or `[type, users, role, title, public]`.
+where everything after `conv` in an event is the row of `records.event_to_row` (snapshots
+store the same row), and `sys` is null or `[type, users, role, title, public]`.
 
 Reading tells three outcomes apart (spec §7 and the recovery rules):
 
@@ -42,8 +43,7 @@ from typing import Any
 
 import cbor2
 
-from .frames import Event, SysChange
-from .records import CursorRecord, Record
+from .records import CursorRecord, Record, event_from_row, event_to_row
 
 SEGMENT_MAGIC = b"IMWAL\x00\x01\n"
 HEADER = struct.Struct("<IQI")
@@ -85,21 +85,10 @@ NEED_DATA = NeedData()
 
 
 def record_to_wire(record: Record) -> list[Any]:
+    """The CBOR array a record's payload holds (see the table above)."""
     if isinstance(record, CursorRecord):
         return [_CURSOR, record.conv, record.user, record.device, record.seq]
-    sys = None if record.sys is None else record.sys.to_row()
-    return [
-        _EVENT,
-        record.conv,
-        record.seq,
-        record.ts,
-        record.sender,
-        record.dev,
-        record.at,
-        record.cmid,
-        record.body,
-        sys,
-    ]
+    return [_EVENT, record.conv, *event_to_row(record)]
 
 
 def record_from_wire(item: Any) -> Record:
@@ -113,19 +102,7 @@ def record_from_wire(item: Any) -> Record:
     if item[0] == _CURSOR and len(item) == 5:
         return CursorRecord(item[1], item[2], item[3], item[4])
     if item[0] == _EVENT and len(item) == 10:
-        _, conv, seq, ts, sender, dev, at, cmid, body, sys = item
-        change = None if sys is None else SysChange.from_row(sys)
-        return Event(
-            conv=conv,
-            seq=seq,
-            ts=ts,
-            sender=sender,
-            dev=dev,
-            at=at,
-            cmid=cmid,
-            body=body,
-            sys=change,
-        )
+        return event_from_row(item[1], item[2:])
     raise ValueError(f"unknown record kind {item[0]!r}")
 
 
@@ -251,14 +228,3 @@ def scan_segment(data: bytes, first_lsn: int) -> SegmentScan:
             reason = item.reason if isinstance(item, Corrupt) else "truncated record"
             return SegmentScan(records, end, Corrupt(end, reason + " before valid records"))
         return SegmentScan(records, end, TornTail(end, len(data) - end))
-
-
-def segment_name(first_lsn: int) -> str:
-    return f"{first_lsn:020d}.wal"
-
-
-def parse_segment_name(name: str) -> int | None:
-    stem, dot, ext = name.partition(".")
-    if dot and ext == "wal" and stem.isdigit() and len(stem) == 20:
-        return int(stem)
-    return None
