@@ -27,8 +27,8 @@ from .core.errors import Invalid
 from .core.ids import user_id
 from .core.wal_format import record_to_wire, scan_segment
 from .server.datadir import inspect, verify
+from .server.layout import list_segments, snapshot_dir, wal_dir
 from .server.secret import load_or_create_secret
-from .server.wal import list_segments
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -197,7 +197,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
-    if not (data_dir / "wal").is_dir() and not (data_dir / "snapshots").is_dir():
+    if not wal_dir(data_dir).is_dir() and not snapshot_dir(data_dir).is_dir():
         print(f"imcore-admin: no imcore data in {data_dir}", file=sys.stderr)
         return 2
     chat, report = inspect(data_dir, Limits())
@@ -230,7 +230,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _wal_dump(args: argparse.Namespace) -> int:
-    for first, path in list_segments(args.data_dir / "wal"):
+    for first, path in list_segments(wal_dir(args.data_dir)):
         scan = scan_segment(path.read_bytes(), first)
         for item in scan.records:
             wire = record_to_wire(item.record)

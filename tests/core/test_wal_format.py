@@ -13,9 +13,7 @@ from imcore.core.wal_format import (
     TornTail,
     WalRecord,
     encode_record,
-    parse_segment_name,
     scan_segment,
-    segment_name,
 )
 
 RECORDS: list[Record] = [
@@ -110,10 +108,3 @@ def test_a_record_with_the_wrong_lsn_is_corrupt() -> None:
     scan = scan_segment(data + encode_record(4, RECORDS[2]), 1)
     assert len(scan.records) == 1
     assert isinstance(scan.damage, Corrupt)
-
-
-def test_segment_names() -> None:
-    assert segment_name(42) == "00000000000000000042.wal"
-    assert parse_segment_name(segment_name(42)) == 42
-    assert parse_segment_name("42.wal") is None
-    assert parse_segment_name("00000000000000000042.tmp") is None

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from imcore.server.snapshots import list_snapshots
-from imcore.server.wal import list_segments
+from imcore.server.layout import list_segments, list_snapshots, snapshot_dir, wal_dir
 from tests.helpers.client import open_client
 from tests.helpers.process import ServerProcess, run_admin, run_serve_once
 
@@ -40,7 +39,7 @@ async def test_a_flipped_bit_mid_log_is_refused_then_repaired(tmp_path: Path) ->
         finally:
             server.kill()
             await server.exit()
-        (_, segment), *_ = list_segments(tmp_path / "wal")
+        (_, segment), *_ = list_segments(wal_dir(tmp_path))
         data = bytearray(segment.read_bytes())
         middle = len(data) // 2
         data[middle] ^= 0x10
@@ -80,7 +79,7 @@ async def test_a_torn_tail_is_dropped_with_a_warning(tmp_path: Path) -> None:
         finally:
             server.kill()
             await server.exit()
-        (_, segment), *_ = list_segments(tmp_path / "wal")
+        (_, segment), *_ = list_segments(wal_dir(tmp_path))
         with segment.open("ab") as f:
             f.write(b"\x40\x00\x00\x00half a record")
         again = ServerProcess(tmp_path)
@@ -104,7 +103,7 @@ async def test_a_damaged_snapshot_falls_back_to_the_previous_one(tmp_path: Path)
                 server.terminate()
                 code, log = await server.exit()
                 assert code == 0, log
-        snapshots = list_snapshots(tmp_path / "snapshots")
+        snapshots = list_snapshots(snapshot_dir(tmp_path))
         assert len(snapshots) == 2
         newest = snapshots[-1][1]
         newest.write_bytes(newest.read_bytes()[:-10])
