@@ -27,6 +27,7 @@ from .connection import Connection, Hub
 from .datadir import DataDirLock, open_state
 from .fanout import Fanout
 from .files import Files, run_blocking
+from .layout import snapshot_dir, wal_dir
 from .metrics import Metrics
 from .secret import load_or_create_secret
 from .snapshots import Snapshotter
@@ -106,7 +107,7 @@ async def serve(
         collector.install()
         chat = recovered.chat
         wal = Wal(
-            config.data_dir / "wal",
+            wal_dir(config.data_dir),
             files,
             next_lsn=recovered.report.last_lsn + 1,
             segment=recovered.segment,
@@ -115,7 +116,7 @@ async def serve(
         snapshotter = Snapshotter(
             chat,
             wal,
-            config.data_dir / "snapshots",
+            snapshot_dir(config.data_dir),
             files,
             every_records=config.snapshot_every,
             interval_s=config.snapshot_interval_s,
