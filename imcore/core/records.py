@@ -1,5 +1,10 @@
 """What the log holds: committed events and cursor moves, and the one row form of an event
-that the log and snapshots both store. Pure data."""
+that the log and snapshots both store. Pure data.
+
+Both cursors are committed so that no position a client was shown ever goes back, across
+reconnects and restarts alike (spec §8): read cursors of every conversation, and delivered
+cursors of direct conversations (groups keep none).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,18 @@ class CursorRecord:
     seq: int
 
 
-Record = Event | CursorRecord
+@dataclass(frozen=True, slots=True)
+class DeliveredRecord:
+    """A direct conversation's delivered cursor moved forward (a `recv` from `device`):
+    committed before the peer is told, so a `delivered` tick never goes back."""
+
+    conv: str
+    user: str
+    device: str
+    seq: int
+
+
+Record = Event | CursorRecord | DeliveredRecord
 
 
 def event_to_row(event: Event) -> list[Any]:

@@ -5,8 +5,9 @@
 The body is one CBOR array of indefinite length, written in pieces so a large state is
 encoded a conversation at a time:
 
-    [ {"v": 1, "lsn": L, "clock": C},
-      [conv, head, ts_last, roster | null, {user: read seq}, [event, ...]],   per conversation
+    [ {"v": 2, "lsn": L, "clock": C},
+      [conv, head, ts_last, roster | null, {user: read seq}, {user: delivered seq},
+       [event, ...]],                                                 one per conversation
       ... ]
 
 with `roster` = [owner, title, public, [[user, role], ...]] and each event the row of
@@ -16,7 +17,10 @@ enclosing one), the same row the WAL stores after the conversation.
 A snapshot may be *fuzzy*: conversations captured one at a time while the server keeps
 committing, so one may already hold events after L. That is safe because replaying the log
 from L + 1 is idempotent: an event whose seq is not above its conversation's head is
-skipped, and read cursors only move forward.
+skipped, and cursors only move forward.
+
+Version 1 had no delivered cursors (its conversation items have six fields, without
+`{user: delivered seq}`); it is still read, as a state whose delivered cursors are all 0.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ if TYPE_CHECKING:
 
 MAGIC = b"IMSNAP\x00\x01"
 TRAILER = struct.Struct("<QI")
-VERSION = 1
+VERSION = 2
+_DECODES = (1, 2)  # the versions `decode` reads
 
 
 class SnapshotError(ValueError):
@@ -75,8 +80,8 @@ class SnapshotEncoder:
         if state.roster is not None:
             owner, title, public, roles = state.roster
             roster = [owner, title, public, [list(r) for r in roles]]
-        fields = [state.conv, state.head, state.ts_last, roster, state.reads]
-        head = _array_header(6) + b"".join(cbor2.dumps(f) for f in fields)
+        fields = [state.conv, state.head, state.ts_last, roster, state.reads, state.delivered]
+        head = _array_header(7) + b"".join(cbor2.dumps(f) for f in fields)
         events = state.events
         yield self._body(head + _array_header(len(events)))
         for start in range(0, len(events), chunk):
@@ -116,10 +121,16 @@ def decode(data: bytes) -> Snapshot:
     try:
         items = cbor2.loads(body)
         header, *convs = items
-        if header.get("v") != VERSION:
-            raise SnapshotError(f"unknown snapshot version {header.get('v')!r}")
+        version = header.get("v")
+        if version not in _DECODES:
+            raise SnapshotError(f"unknown snapshot version {version!r}")
         states = []
-        for conv, head, ts_last, roster, reads, events in convs:
+        for item in convs:
+            if version == 1:
+                conv, head, ts_last, roster, reads, events = item
+                delivered = {}
+            else:
+                conv, head, ts_last, roster, reads, delivered, events = item
             roster_state = None
             if roster is not None:
                 owner, title, public, roles = roster
@@ -131,6 +142,7 @@ def decode(data: bytes) -> Snapshot:
                     ts_last,
                     roster_state,
                     dict(reads),
+                    dict(delivered),
                     tuple(event_from_row(conv, e) for e in events),
                 )
             )

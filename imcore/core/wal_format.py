@@ -17,9 +17,17 @@ names the kind:
 
     [1, conv, seq, ts, from, dev, at, cmid, body, sys]   an event (spec §4, §5)
     [2, conv, user, device, seq]                         a read cursor (spec §8)
+    [3, conv, user, device, seq]                         a delivered cursor (spec §8)
 
 where everything after `conv` in an event is the row of `records.event_to_row` (snapshots
-store the same row), and `sys` is null or `[type, users, role, title, public]`.
+store the same row), and `sys` is null or `[type, users, role, title, public]`. A kind
+not in this table is damage, like a bad CRC: a reader never skips what it cannot read.
+
+Kind 3 came after the first logs were written: they simply hold none of it, and read as
+before. (A server older than kind 3 reads a log that holds one as damaged at that record.)
+Delivered cursors got a kind of their own rather than a flag in kind 2 because the two
+cursors mean different things and are applied differently (who is told, whether groups
+keep one); a new kind keeps every kind-2 record, old or new, the same five items.
 
 Reading tells three outcomes apart (spec §7 and the recovery rules):
 
@@ -43,12 +51,12 @@ from typing import Any
 
 import cbor2
 
-from .records import CursorRecord, Record, event_from_row, event_to_row
+from .records import CursorRecord, DeliveredRecord, Record, event_from_row, event_to_row
 
 SEGMENT_MAGIC = b"IMWAL\x00\x01\n"
 HEADER = struct.Struct("<IQI")
 MAX_RECORD = 64 * 1024 * 1024  # no record is near this; a larger length is damage
-_EVENT, _CURSOR = 1, 2
+_EVENT, _CURSOR, _DELIVERED = 1, 2, 3
 Buffer = bytes | bytearray | memoryview
 
 
@@ -88,6 +96,8 @@ def record_to_wire(record: Record) -> list[Any]:
     """The CBOR array a record's payload holds (see the table above)."""
     if isinstance(record, CursorRecord):
         return [_CURSOR, record.conv, record.user, record.device, record.seq]
+    if isinstance(record, DeliveredRecord):
+        return [_DELIVERED, record.conv, record.user, record.device, record.seq]
     return [_EVENT, record.conv, *event_to_row(record)]
 
 
@@ -101,6 +111,8 @@ def record_from_wire(item: Any) -> Record:
         raise ValueError("a record payload is a non-empty array")
     if item[0] == _CURSOR and len(item) == 5:
         return CursorRecord(item[1], item[2], item[3], item[4])
+    if item[0] == _DELIVERED and len(item) == 5:
+        return DeliveredRecord(item[1], item[2], item[3], item[4])
     if item[0] == _EVENT and len(item) == 10:
         return event_from_row(item[1], item[2:])
     raise ValueError(f"unknown record kind {item[0]!r}")
