@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..core import ids
 from ..core.recovery import RecoveryReport, recover
 from ..core.snapshot import Snapshot, SnapshotError, decode
 from ..core.wal_format import SEGMENT_MAGIC, TornTail, scan_segment
@@ -176,6 +177,21 @@ def _repair(
     report.torn = None
 
 
+def _cursor_damage(chat: Chat, conv: str) -> list[str]:
+    """What is wrong with the committed cursors of `conv`: one beyond the head (no client
+    can acknowledge a seq that was never committed), a delivered cursor in a group."""
+    found = []
+    head = chat.head(conv)
+    delivered = chat.cursors.delivered_all(conv)
+    for kind, cursors in (("read", chat.cursors.reads(conv)), ("delivered", delivered)):
+        beyond = sorted(user for user, seq in cursors.items() if seq > head)
+        if beyond:
+            found.append(f"{conv}: {kind} cursor of {', '.join(beyond)} beyond head {head}")
+    if delivered and ids.is_group(conv):
+        found.append(f"{conv}: a group holds delivered cursors")
+    return found
+
+
 @dataclass(slots=True)
 class Verification:
     """What `imcore-admin verify` found."""
@@ -240,6 +256,7 @@ def verify(data_dir: Path, limits: Limits) -> Verification:
             damage.append(f"{conv}: head {chat.head(conv)} but last event {seqs[-1]}")
         if any(a.ts >= b.ts for a, b in itertools.pairwise(events)):
             damage.append(f"{conv}: ts does not increase along seq")
+        damage += _cursor_damage(chat, conv)
     result.conversations = len(chat.conversation_ids())
     if report.corrupt is not None and not damage:
         damage.append(f"recovery stopped early: {report.corrupt[1].reason}")
