@@ -116,3 +116,29 @@ async def test_ping_pong_and_typing(server: RunningServer) -> None:
             assert (pong["op"], pong["ts"]) == ("pong", 1)
             await alice.send_frame(op="typing", conv=DM)
             assert await bob.next_push("typing") == {"op": "typing", "conv": DM, "user": "alice"}
+
+
+async def test_a_reconnecting_sender_sees_where_the_peer_received_and_read(
+    server: RunningServer,
+) -> None:
+    with trio.fail_after(10):
+        async with open_client(server, "alice") as alice:
+            for i in range(4):
+                await alice.request(op="send", conv=DM, cmid=f"m{i}", body=i)
+            await alice.request(op="group.create", conv="g:team", members=["bob"])
+        async with open_client(server, "bob") as bob:
+            (dm,) = [c for c in bob.welcome["convs"] if c["conv"] == DM]
+            assert (dm["peer_read"], dm["peer_delivered"]) == (0, 0)
+            # an ok is released only once the position it covers is committed
+            assert await bob.request(op="recv", conv=DM, seq=4) == {"op": "ok", "id": 2}
+            assert await bob.request(op="read", conv=DM, seq=3) == {"op": "ok", "id": 3}
+            assert await bob.request(op="recv", conv=DM, seq=2) == {"op": "ok", "id": 4}
+        # alice was offline for both pushes; she learns the positions when she comes back
+        async with open_client(server, "alice", device="laptop") as alice:
+            summaries = {c["conv"]: c for c in alice.welcome["convs"]}
+            assert (summaries[DM]["peer_read"], summaries[DM]["peer_delivered"]) == (3, 4)
+            assert "peer_read" not in summaries["g:team"]
+            assert "peer_delivered" not in summaries["g:team"]
+            listed = {c["conv"]: c for c in (await alice.request(op="convs"))["convs"]}
+            assert listed == summaries
+            assert alice.pending_pushes() == []  # nothing missed is pushed on connecting
