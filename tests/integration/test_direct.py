@@ -1,13 +1,18 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from tests.helpers.client import open_client
+from imcore.config import build
+from imcore.server import RunningServer, serve
+from tests.helpers.client import Client, open_client
+from tests.helpers.core import SECRET
+from tests.helpers.files import GatedFiles
 
 if TYPE_CHECKING:
-    from imcore.server import RunningServer
+    from pathlib import Path
 
 DM = "dm:alice:bob"
 
@@ -142,3 +147,38 @@ async def test_a_reconnecting_sender_sees_where_the_peer_received_and_read(
             listed = {c["conv"]: c for c in (await alice.request(op="convs"))["convs"]}
             assert listed == summaries
             assert alice.pending_pushes() == []  # nothing missed is pushed on connecting
+
+
+async def test_the_ok_of_a_recv_waits_for_the_delivered_position_it_covers(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    files = GatedFiles()
+    config = build({"port": 0, "admin_port": 0, "data_dir": tmp_path, "auth_secret": SECRET})
+    server: RunningServer = await nursery.start(partial(serve, config, files=files))
+    with trio.fail_after(10):
+        async with open_client(server, "alice") as alice, open_client(server, "bob") as bob:
+            for i in range(2):
+                await alice.request(op="send", conv=DM, cmid=f"m{i}", body=i)
+            files.gate.clear()  # from here on, commits wait
+            try:
+                await bob.send_frame(op="recv", id="moves", conv=DM, seq=2)
+                await bob.send_frame(op="recv", id="behind", conv=DM, seq=1)
+                await bob.send_frame(op="ping", id="ping")
+                # One connection's frames go out in order: what precedes the pong was
+                # released before it. Neither ok may be, while the record is uncommitted.
+                assert await replies_until(bob, "ping") == ["ping"]
+            finally:
+                files.gate.set()
+            assert await replies_until(bob, "behind") == ["moves", "behind"]
+            delivered = await alice.next_push("delivered")
+            assert delivered == {"op": "delivered", "conv": DM, "user": "bob", "seq": 2}
+
+
+async def replies_until(client: Client, last: str) -> list[Any]:
+    """The ids of the replies `client` reads up to the one with id `last`, in order."""
+    ids: list[Any] = []
+    while not ids or ids[-1] != last:
+        frame = client.decode(await client.ws.get_message())
+        if "id" in frame:
+            ids.append(frame["id"])
+    return ids
