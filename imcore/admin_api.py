@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from .core import ids
+
 if TYPE_CHECKING:
     from .core import Chat
 
@@ -58,14 +60,22 @@ def user(chat: Chat, user_id: str, devices: list[dict[str, Any]]) -> dict[str, A
 
 
 def conversation(chat: Chat, conv: str, last: int = 20) -> dict[str, Any] | None:
-    """GET /conversations/{id}: members, head, floor and the last events; None if unknown."""
+    """GET /conversations/{id}: members with their cursors (`delivered` in a direct
+    conversation only: groups keep none), head, floor and the last events; None if unknown."""
     if chat.head(conv) == 0:
         return None
     events = chat.events(conv)[-last:]
+    cursors, direct = chat.cursors, not ids.is_group(conv)
+    members = []
+    for u, role in sorted(chat.roles(conv).items()):
+        member: dict[str, Any] = {"user": u, "role": role, "read": cursors.read(conv, u)}
+        if direct:
+            member["delivered"] = cursors.delivered(conv, u)
+        members.append(member)
     return {
         "conv": conv,
         "head": chat.head(conv),
         "floor": chat.floor(conv),
-        "members": [{"user": u, "role": r} for u, r in sorted(chat.roles(conv).items())],
+        "members": members,
         "last_events": [e.to_wire(op=False) for e in events],
     }

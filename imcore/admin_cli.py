@@ -22,13 +22,13 @@ from rich.console import Console
 from rich.table import Table
 
 from . import admin_api
-from .core import Limits, auth
+from .core import CursorRecord, DeliveredRecord, Event, Limits, auth
 from .core.errors import Invalid
 from .core.ids import user_id
 from .core.wal_format import record_to_wire, scan_segment
 from .server.datadir import inspect, verify
+from .server.layout import list_segments, snapshot_dir, wal_dir
 from .server.secret import load_or_create_secret
-from .server.wal import list_segments
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -154,13 +154,14 @@ def _render_conns(data: dict[str, Any]) -> list[Table]:
 def _render_user(data: dict[str, Any]) -> list[Table]:
     head = {k: data[k] for k in ("user", "online", "last_seen")}
     devices = _table("devices", data["devices"], ["session", "device", "encoding", "outbox"])
-    convs = _table("conversations", data["convs"], ["conv", "head", "read", "unread", "floor"])
+    columns = ["conv", "head", "read", "unread", "floor", "peer_read", "peer_delivered"]
+    convs = _table("conversations", data["convs"], columns)
     return [_pairs("user", head), devices, convs]
 
 
 def _render_conv(data: dict[str, Any]) -> list[Table]:
     head = {k: data[k] for k in ("conv", "head", "floor")}
-    members = _table("members", data["members"], ["user", "role"])
+    members = _table("members", data["members"], ["user", "role", "read", "delivered"])
     events = _table(
         "last events", data["last_events"], ["seq", "ts", "from", "cmid", "body", "sys"]
     )
@@ -197,7 +198,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
-    if not (data_dir / "wal").is_dir() and not (data_dir / "snapshots").is_dir():
+    if not wal_dir(data_dir).is_dir() and not snapshot_dir(data_dir).is_dir():
         print(f"imcore-admin: no imcore data in {data_dir}", file=sys.stderr)
         return 2
     chat, report = inspect(data_dir, Limits())
@@ -229,12 +230,16 @@ def _inspect(args: argparse.Namespace) -> int:
     return 1 if report.corrupt is not None else 0
 
 
+#: `wal dump`'s name for each kind of record.
+_DUMP_KINDS = {Event: "event", CursorRecord: "read", DeliveredRecord: "delivered"}
+
+
 def _wal_dump(args: argparse.Namespace) -> int:
-    for first, path in list_segments(args.data_dir / "wal"):
+    for first, path in list_segments(wal_dir(args.data_dir)):
         scan = scan_segment(path.read_bytes(), first)
         for item in scan.records:
             wire = record_to_wire(item.record)
-            kind = "event" if wire[0] == 1 else "read"
+            kind = _DUMP_KINDS[type(item.record)]
             print(json.dumps({"lsn": item.lsn, "kind": kind, "record": wire[1:]}, default=repr))
         if scan.damage is not None:
             print(f"# {path.name}: {scan.damage}", file=sys.stderr)

@@ -34,7 +34,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imcore.core import Chat, Limits, auth
 from imcore.core.frames import Event
-from imcore.core.snapshot import SnapshotEncoder, snapshot_name
+from imcore.core.snapshot import SnapshotEncoder
+from imcore.server.layout import snapshot_dir, snapshot_path, wal_dir
 from tools.benchlib import (
     SECRET,
     Server,
@@ -277,7 +278,7 @@ def build_state(events: int, convs: int) -> tuple[Chat, int]:
 def write_snapshot(chat: Chat, directory: Path, lsn: int) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     encoder = SnapshotEncoder(lsn, chat.clock.value)
-    path = directory / snapshot_name(lsn)
+    path = snapshot_path(directory, lsn)
     with path.open("wb") as f:
         f.write(encoder.begin())
         for conv in chat.conversation_ids():
@@ -292,7 +293,7 @@ def restart(args: argparse.Namespace) -> None:
     built = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        write_snapshot(chat, data / "snapshots", args.events)
+        write_snapshot(chat, snapshot_dir(data), args.events)
         del chat
         started = time.perf_counter()
         server = Server(data, "0")
@@ -328,10 +329,10 @@ async def _stall(args: argparse.Namespace) -> dict[str, Any]:
     Collector().install()  # as the server does once it has recovered
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        wal = Wal(data / "wal", Files(), next_lsn=args.events + 1, segment=None, fsync="always")
+        wal = Wal(wal_dir(data), Files(), next_lsn=args.events + 1, segment=None, fsync="always")
         wal.durable_lsn = args.events
         snapshotter = Snapshotter(
-            chat, wal, data / "snapshots", Files(), every_records=10**9, interval_s=10**9
+            chat, wal, snapshot_dir(data), Files(), every_records=10**9, interval_s=10**9
         )
         gaps: list[float] = []
         done = trio.Event()

@@ -24,6 +24,7 @@ from .frames import Event as Event
 from .frames import ServerFrame as ServerFrame
 from .limits import Limits as Limits
 from .records import CursorRecord as CursorRecord
+from .records import DeliveredRecord as DeliveredRecord
 from .records import Record as Record
 from .session import Close as Close
 from .session import Drop as Drop

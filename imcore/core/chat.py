@@ -39,7 +39,7 @@ from .frames import (
 from .frames import Error as ErrorFrame
 from .membership import Roster, check_create, joined, left
 from .presence import Presence
-from .records import CursorRecord, Record
+from .records import CursorRecord, DeliveredRecord, Record
 from .sequencer import Sequencer
 
 if TYPE_CHECKING:
@@ -206,6 +206,35 @@ class Chat:
         event = Event(conv=conv, seq=seq, ts=ts, sender=user, dev=device, at=now_ms, sys=change)
         return Outcome(Ok(conv=conv, seq=seq, id=cmd.id), event)
 
+    def receive(self, user: str, device: str, cmd: Recv) -> Outcome | None:
+        """A device has everything up to `seq` (spec §8).
+
+        In a direct conversation that is the user's delivered cursor, shown to the peer: a
+        recv that moves its *staged* value makes a record to commit, and `apply` of that
+        record pushes `delivered`, so the peer is never shown a position a crash could take
+        back. A recv that does not move it makes none, but its `ok` still waits behind the
+        commits in flight: an `ok` means the position it covers is durable. Groups keep no
+        delivered cursor. Not refused when the server is read-only: the committer answers
+        a refused record's reply itself.
+
+        Returns:
+            None when nothing waits on a commit (a group, notes-to-self, a recv with no
+            `id` that moves nothing): answer at once. Else the outcome to submit.
+
+        Raises:
+            Forbidden, NotFound, Invalid: not a member, no such group, seq beyond head.
+        """
+        conv = cmd.conv
+        c = self._readable(user, conv)
+        if cmd.seq > c.head:
+            raise Invalid(f"seq {cmd.seq} is beyond the head of {conv} ({c.head})")
+        if ids.is_group(conv) or ids.dm_peer(conv, user) is None:
+            return None
+        reply = None if cmd.id is None else Ok(id=cmd.id)
+        if self.cursors.stage_delivered(conv, user, cmd.seq):
+            return Outcome(reply, DeliveredRecord(conv, user, device, cmd.seq))
+        return None if reply is None else Outcome(reply)
+
     def apply(self, record: Record) -> Deliveries | None:
         """Make a committed record visible.
 
@@ -214,6 +243,8 @@ class Chat:
         """
         if isinstance(record, CursorRecord):
             return self._apply_read(record)
+        if isinstance(record, DeliveredRecord):
+            return self._apply_delivered(record)
         conv = record.conv
         c = self._convs.get(conv)
         if c is None:
@@ -257,6 +288,16 @@ class Chat:
             return Deliveries(conv, receipt, Audience(frozenset({user}), exclude_device=origin))
         return Deliveries(conv, receipt, Audience(exclude_device=origin))
 
+    def _apply_delivered(self, record: DeliveredRecord) -> Deliveries | None:
+        conv, user = record.conv, record.user
+        if not self.cursors.advance_delivered(conv, user, record.seq):
+            return None
+        peer = None if ids.is_group(conv) else ids.dm_peer(conv, user)
+        if peer is None:
+            return None  # `receive` makes none of these; a log is not trusted to agree
+        frame = Delivered(conv=conv, user=user, seq=record.seq)
+        return Deliveries(conv, frame, Audience(frozenset({peer})))
+
     # --- snapshots -----------------------------------------------------------------------------
 
     def conversation_ids(self) -> list[str]:
@@ -265,7 +306,8 @@ class Chat:
 
     def capture(self, conv: str) -> ConversationState:
         """An immutable copy of one committed conversation, for a snapshot."""
-        return self._convs[conv].capture(self.cursors.reads(conv))
+        cursors = self.cursors
+        return self._convs[conv].capture(cursors.reads(conv), cursors.delivered_all(conv))
 
     def restore(self, state: ConversationState) -> None:
         """Load one conversation from a snapshot (into a Chat that does not have it yet)."""
@@ -276,29 +318,14 @@ class Chat:
             self._user_convs.setdefault(user, set()).add(state.conv)
         for user, seq in state.reads.items():
             self.cursors.advance_read(state.conv, user, seq)
+        for user, seq in state.delivered.items():
+            self.cursors.advance_delivered(state.conv, user, seq)
 
     def commit_failed(self) -> None:
         """The log could not be written: refuse every write from now on (spec §7)."""
         self.read_only = True
 
     # --- ephemeral ----------------------------------------------------------------------------
-
-    def receive(self, user: str, cmd: Recv) -> Deliveries | None:
-        """A device has everything up to `seq`: maybe push `delivered` to the DM peer (spec §8).
-
-        Raises:
-            Forbidden, NotFound, Invalid: not a member, no such group, seq beyond head.
-        """
-        c = self._readable(user, cmd.conv)
-        if cmd.seq > c.head:
-            raise Invalid(f"seq {cmd.seq} is beyond the head of {cmd.conv} ({c.head})")
-        if ids.is_group(cmd.conv) or not self.cursors.advance_delivered(cmd.conv, user, cmd.seq):
-            return None
-        peer = ids.dm_peer(cmd.conv, user)
-        if peer is None:
-            return None
-        frame = Delivered(conv=cmd.conv, user=user, seq=cmd.seq)
-        return Deliveries(cmd.conv, frame, Audience(frozenset({peer})))
 
     def typing(self, user: str, cmd: Typing, now_ms: int) -> Deliveries | None:
         """Relay a typing notice to the other members, at most once a second (spec §9)."""
@@ -374,11 +401,19 @@ class Chat:
         return dict.fromkeys(self.members(conv), "member") if c is not None else {}
 
     def summaries(self, user: str) -> tuple[ConvSummary, ...]:
-        """`welcome.convs` (spec §3): every conversation of `user`, most recent first."""
+        """`welcome.convs` (spec §3): every conversation of `user`, most recent first; a
+        direct one with the peer's committed read and delivered cursors (0 for none, and in
+        notes-to-self)."""
+        cursors = self.cursors
         out = []
         for conv in self._user_convs.get(user, ()):
             c = self._convs[conv]
-            read = self.cursors.read(conv, user)
+            read = cursors.read(conv, user)
+            peer_read = peer_delivered = None
+            if c.roster is None:
+                peer = ids.dm_peer(conv, user)
+                peer_read = 0 if peer is None else cursors.read(conv, peer)
+                peer_delivered = 0 if peer is None else cursors.delivered(conv, peer)
             out.append(
                 ConvSummary(
                     conv=conv,
@@ -387,6 +422,8 @@ class Chat:
                     unread=c.unread(user, read),
                     floor=c.floor,
                     ts_last=c.ts_last,
+                    peer_read=peer_read,
+                    peer_delivered=peer_delivered,
                 )
             )
         out.sort(key=lambda s: (-s.ts_last, s.conv))

@@ -25,6 +25,7 @@ class ConversationState:
     """An immutable copy of one committed conversation: what a snapshot stores.
 
     `roster` is None for a direct conversation, else (owner, title, public, roles).
+    `reads` and `delivered` are the committed cursors, user -> seq.
     """
 
     conv: str
@@ -32,6 +33,7 @@ class ConversationState:
     ts_last: int
     roster: RosterState | None
     reads: dict[str, int]
+    delivered: dict[str, int]
     events: tuple[Event, ...]
 
 
@@ -57,14 +59,21 @@ class Conversation:
         self.staged = staged
         self.roster: Roster | None = Roster() if staged is not None else None
 
-    def capture(self, reads: dict[str, int]) -> ConversationState:
-        """An immutable copy of the committed state (events are immutable, so it is cheap)."""
+    def capture(self, reads: dict[str, int], delivered: dict[str, int]) -> ConversationState:
+        """An immutable copy of the committed state (events are immutable, so it is cheap),
+        with the conversation's cursors (copies, from `Cursors`)."""
         roster = self.roster
         state = None
         if roster is not None:
             state = (roster.owner, roster.title, roster.public, tuple(roster.roles.items()))
         return ConversationState(
-            self.conv, self.head, self.ts_last, state, reads, tuple(self.events.values())
+            self.conv,
+            self.head,
+            self.ts_last,
+            state,
+            reads,
+            delivered,
+            tuple(self.events.values()),
         )
 
     @classmethod

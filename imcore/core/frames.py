@@ -236,7 +236,11 @@ def _with_id(wire: Wire, frame_id: FrameId) -> Wire:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConvSummary:
-    """One entry of `welcome.convs` and of the `convs` reply (spec §3)."""
+    """One entry of `welcome.convs` and of the `convs` reply (spec §3).
+
+    A direct conversation also carries where the peer has read and received up to
+    (`peer_read`, `peer_delivered`; 0 when none); a group carries neither (None).
+    """
 
     conv: str
     head: int
@@ -244,9 +248,11 @@ class ConvSummary:
     unread: int
     floor: int
     ts_last: int
+    peer_read: int | None = None
+    peer_delivered: int | None = None
 
     def to_wire(self) -> Wire:
-        return {
+        wire: Wire = {
             "conv": self.conv,
             "head": self.head,
             "read": self.read,
@@ -254,6 +260,11 @@ class ConvSummary:
             "floor": self.floor,
             "ts_last": self.ts_last,
         }
+        if self.peer_read is not None:
+            wire["peer_read"] = self.peer_read
+        if self.peer_delivered is not None:
+            wire["peer_delivered"] = self.peer_delivered
+        return wire
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,9 +19,10 @@ whatever else arrives. The client then has `close_timeout_ms` to read what is in
 and answer the close; after that the deadline says `Drop` and the server lets the socket
 go. Before `welcome`, any frame but `hello` is answered `unauthorized` before its fields are
 even looked at (spec §3). In OPEN, reads (`sync`, `convs`, `group.info`, `ping`) are
-answered at once with `Write`; writes (`send`, `read`, `group.*`) become `Submit(outcome)`,
-whose reply the server releases only after the outcome's record is committed (spec §7);
-pushes become `Publish`.
+answered at once with `Write`; writes (`send`, `read`, `group.*`, and a `recv` in a direct
+conversation, which moves the durable delivered cursor) become `Submit(outcome)`, whose
+reply the server releases only after the outcome's record is committed (spec §7); pushes
+become `Publish`.
 
 This is the one place where `ImcoreError` becomes an `error` frame (h2's pattern: raise
 anywhere, convert once). Errors of the abuse kinds are counted over a sliding minute; more
@@ -397,9 +398,9 @@ class Session:
             case GroupInfo():
                 return [Write(chat.group_info(self.user, frame))]
             case Recv():
-                delivered = chat.receive(self.user, frame)
-                self._covered(frame.conv, frame.seq, now_ms)
-                return _ok(frame) if delivered is None else [Publish(delivered), *_ok(frame)]
+                outcome = chat.receive(self.user, self.device, frame)
+                self._covered(frame.conv, frame.seq, now_ms)  # resends stop now, not at commit
+                return _ok(frame) if outcome is None else [Submit(outcome)]
             case Typing():
                 notice = chat.typing(self.user, frame, now_ms)
                 return _ok(frame) if notice is None else [Publish(notice), *_ok(frame)]

@@ -5,17 +5,22 @@
 The body is one CBOR array of indefinite length, written in pieces so a large state is
 encoded a conversation at a time:
 
-    [ {"v": 1, "lsn": L, "clock": C},
-      [conv, head, ts_last, roster | null, {user: read seq}, [event, ...]],   per conversation
+    [ {"v": 2, "lsn": L, "clock": C},
+      [conv, head, ts_last, roster | null, {user: read seq}, {user: delivered seq},
+       [event, ...]],                                                 one per conversation
       ... ]
 
-with `roster` = [owner, title, public, [[user, role], ...]] and each event
-[seq, ts, from, dev, at, cmid, body, sys] (its conversation is the enclosing one).
+with `roster` = [owner, title, public, [[user, role], ...]] and each event the row of
+`records.event_to_row`, [seq, ts, from, dev, at, cmid, body, sys] (its conversation is the
+enclosing one), the same row the WAL stores after the conversation.
 
 A snapshot may be *fuzzy*: conversations captured one at a time while the server keeps
 committing, so one may already hold events after L. That is safe because replaying the log
 from L + 1 is idempotent: an event whose seq is not above its conversation's head is
-skipped, and read cursors only move forward.
+skipped, and cursors only move forward.
+
+Version 1 had no delivered cursors (its conversation items have six fields, without
+`{user: delivered seq}`); it is still read, as a state whose delivered cursors are all 0.
 """
 
 from __future__ import annotations
@@ -23,19 +28,20 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import cbor2
 
 from .conversation import ConversationState
-from .frames import Event, SysChange
+from .records import event_from_row, event_to_row
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 MAGIC = b"IMSNAP\x00\x01"
 TRAILER = struct.Struct("<QI")
-VERSION = 1
+VERSION = 2
+_DECODES = (1, 2)  # the versions `decode` reads
 
 
 class SnapshotError(ValueError):
@@ -74,12 +80,12 @@ class SnapshotEncoder:
         if state.roster is not None:
             owner, title, public, roles = state.roster
             roster = [owner, title, public, [list(r) for r in roles]]
-        fields = [state.conv, state.head, state.ts_last, roster, state.reads]
-        head = _array_header(6) + b"".join(cbor2.dumps(f) for f in fields)
+        fields = [state.conv, state.head, state.ts_last, roster, state.reads, state.delivered]
+        head = _array_header(7) + b"".join(cbor2.dumps(f) for f in fields)
         events = state.events
         yield self._body(head + _array_header(len(events)))
         for start in range(0, len(events), chunk):
-            piece = b"".join(cbor2.dumps(_event_to_wire(e)) for e in events[start : start + chunk])
+            piece = b"".join(cbor2.dumps(event_to_row(e)) for e in events[start : start + chunk])
             yield self._body(piece)
 
     def end(self) -> bytes:
@@ -100,19 +106,6 @@ def _array_header(n: int) -> bytes:
     return b"\x9b" + n.to_bytes(8, "big")
 
 
-def _event_to_wire(e: Event) -> list[Any]:
-    sys = None if e.sys is None else e.sys.to_row()
-    return [e.seq, e.ts, e.sender, e.dev, e.at, e.cmid, e.body, sys]
-
-
-def _event_from_wire(conv: str, item: list[Any]) -> Event:
-    seq, ts, sender, dev, at, cmid, body, sys = item
-    change = None if sys is None else SysChange.from_row(sys)
-    return Event(
-        conv=conv, seq=seq, ts=ts, sender=sender, dev=dev, at=at, cmid=cmid, body=body, sys=change
-    )
-
-
 def decode(data: bytes) -> Snapshot:
     """Check and decode a snapshot file.
 
@@ -128,10 +121,16 @@ def decode(data: bytes) -> Snapshot:
     try:
         items = cbor2.loads(body)
         header, *convs = items
-        if header.get("v") != VERSION:
-            raise SnapshotError(f"unknown snapshot version {header.get('v')!r}")
+        version = header.get("v")
+        if version not in _DECODES:
+            raise SnapshotError(f"unknown snapshot version {version!r}")
         states = []
-        for conv, head, ts_last, roster, reads, events in convs:
+        for item in convs:
+            if version == 1:
+                conv, head, ts_last, roster, reads, events = item
+                delivered = {}
+            else:
+                conv, head, ts_last, roster, reads, delivered, events = item
             roster_state = None
             if roster is not None:
                 owner, title, public, roles = roster
@@ -143,7 +142,8 @@ def decode(data: bytes) -> Snapshot:
                     ts_last,
                     roster_state,
                     dict(reads),
-                    tuple(_event_from_wire(conv, e) for e in events),
+                    dict(delivered),
+                    tuple(event_from_row(conv, e) for e in events),
                 )
             )
         return Snapshot(header["lsn"], header["clock"], states)
@@ -151,14 +151,3 @@ def decode(data: bytes) -> Snapshot:
         raise
     except Exception as exc:
         raise SnapshotError(f"snapshot structure is damaged: {exc}") from None
-
-
-def snapshot_name(lsn: int) -> str:
-    return f"{lsn:020d}.snap"
-
-
-def parse_snapshot_name(name: str) -> int | None:
-    stem, dot, ext = name.partition(".")
-    if dot and ext == "snap" and stem.isdigit() and len(stem) == 20:
-        return int(stem)
-    return None

@@ -17,8 +17,17 @@ names the kind:
 
     [1, conv, seq, ts, from, dev, at, cmid, body, sys]   an event (spec §4, §5)
     [2, conv, user, device, seq]                         a read cursor (spec §8)
+    [3, conv, user, device, seq]                         a delivered cursor (spec §8)
 
-where `sys` is null or `[type, users, role, title, public]`.
+where everything after `conv` in an event is the row of `records.event_to_row` (snapshots
+store the same row), and `sys` is null or `[type, users, role, title, public]`. A kind
+not in this table is damage, like a bad CRC: a reader never skips what it cannot read.
+
+Kind 3 came after the first logs were written: they simply hold none of it, and read as
+before. (A server older than kind 3 reads a log that holds one as damaged at that record.)
+Delivered cursors got a kind of their own rather than a flag in kind 2 because the two
+cursors mean different things and are applied differently (who is told, whether groups
+keep one); a new kind keeps every kind-2 record, old or new, the same five items.
 
 Reading tells three outcomes apart (spec §7 and the recovery rules):
 
@@ -42,13 +51,12 @@ from typing import Any
 
 import cbor2
 
-from .frames import Event, SysChange
-from .records import CursorRecord, Record
+from .records import CursorRecord, DeliveredRecord, Record, event_from_row, event_to_row
 
 SEGMENT_MAGIC = b"IMWAL\x00\x01\n"
 HEADER = struct.Struct("<IQI")
 MAX_RECORD = 64 * 1024 * 1024  # no record is near this; a larger length is damage
-_EVENT, _CURSOR = 1, 2
+_EVENT, _CURSOR, _DELIVERED = 1, 2, 3
 Buffer = bytes | bytearray | memoryview
 
 
@@ -85,21 +93,12 @@ NEED_DATA = NeedData()
 
 
 def record_to_wire(record: Record) -> list[Any]:
+    """The CBOR array a record's payload holds (see the table above)."""
     if isinstance(record, CursorRecord):
         return [_CURSOR, record.conv, record.user, record.device, record.seq]
-    sys = None if record.sys is None else record.sys.to_row()
-    return [
-        _EVENT,
-        record.conv,
-        record.seq,
-        record.ts,
-        record.sender,
-        record.dev,
-        record.at,
-        record.cmid,
-        record.body,
-        sys,
-    ]
+    if isinstance(record, DeliveredRecord):
+        return [_DELIVERED, record.conv, record.user, record.device, record.seq]
+    return [_EVENT, record.conv, *event_to_row(record)]
 
 
 def record_from_wire(item: Any) -> Record:
@@ -112,20 +111,10 @@ def record_from_wire(item: Any) -> Record:
         raise ValueError("a record payload is a non-empty array")
     if item[0] == _CURSOR and len(item) == 5:
         return CursorRecord(item[1], item[2], item[3], item[4])
+    if item[0] == _DELIVERED and len(item) == 5:
+        return DeliveredRecord(item[1], item[2], item[3], item[4])
     if item[0] == _EVENT and len(item) == 10:
-        _, conv, seq, ts, sender, dev, at, cmid, body, sys = item
-        change = None if sys is None else SysChange.from_row(sys)
-        return Event(
-            conv=conv,
-            seq=seq,
-            ts=ts,
-            sender=sender,
-            dev=dev,
-            at=at,
-            cmid=cmid,
-            body=body,
-            sys=change,
-        )
+        return event_from_row(item[1], item[2:])
     raise ValueError(f"unknown record kind {item[0]!r}")
 
 
@@ -251,14 +240,3 @@ def scan_segment(data: bytes, first_lsn: int) -> SegmentScan:
             reason = item.reason if isinstance(item, Corrupt) else "truncated record"
             return SegmentScan(records, end, Corrupt(end, reason + " before valid records"))
         return SegmentScan(records, end, TornTail(end, len(data) - end))
-
-
-def segment_name(first_lsn: int) -> str:
-    return f"{first_lsn:020d}.wal"
-
-
-def parse_segment_name(name: str) -> int | None:
-    stem, dot, ext = name.partition(".")
-    if dot and ext == "wal" and stem.isdigit() and len(stem) == 20:
-        return int(stem)
-    return None

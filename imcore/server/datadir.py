@@ -2,8 +2,8 @@
 
     <data-dir>/LOCK          held (flock) while a server runs on the directory
     <data-dir>/secret        the token secret, unless one is configured
-    <data-dir>/wal/          segments named by their first LSN
-    <data-dir>/snapshots/    snapshots named by the LSN they cover
+    <data-dir>/wal/          segments named by their first LSN      (see `layout`)
+    <data-dir>/snapshots/    snapshots named by the LSN they cover  (see `layout`)
 
 At start: the newest snapshot that decodes (an older one if it is damaged), then every
 record after it. A torn tail is truncated with a warning naming the bytes dropped. Damage
@@ -20,11 +20,11 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..core import ids
 from ..core.recovery import RecoveryReport, recover
 from ..core.snapshot import Snapshot, SnapshotError, decode
 from ..core.wal_format import SEGMENT_MAGIC, TornTail, scan_segment
-from .snapshots import list_snapshots
-from .wal import list_segments
+from .layout import list_segments, list_snapshots, snapshot_dir, wal_dir
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -85,9 +85,9 @@ def open_state(data_dir: Path, limits: Limits, files: Files, *, repair: bool) ->
     Raises:
         StartupError: damage before the tail and no `repair`.
     """
-    snapshot = load_snapshot(data_dir / "snapshots")
+    snapshot = load_snapshot(snapshot_dir(data_dir))
     base = 0 if snapshot is None else snapshot.lsn
-    segments = list_segments(data_dir / "wal")
+    segments = list_segments(wal_dir(data_dir))
     start = 0
     for i, (first, _) in enumerate(segments):
         if first <= base + 1:
@@ -112,7 +112,7 @@ def open_state(data_dir: Path, limits: Limits, files: Files, *, repair: bool) ->
         log.warning("torn tail truncated", extra={"fields": fields})
         _truncate(paths[first], torn.offset, files)
     segment = None
-    remaining = list_segments(data_dir / "wal")
+    remaining = list_segments(wal_dir(data_dir))
     if remaining:
         first, path = remaining[-1]
         if path.exists():
@@ -131,7 +131,7 @@ def _recover_readonly(
     data_dir: Path, limits: Limits, snapshot: Snapshot | None
 ) -> tuple[Chat, RecoveryReport]:
     """The state as a start would recover it, without changing a byte on disk."""
-    segments = list_segments(data_dir / "wal")
+    segments = list_segments(wal_dir(data_dir))
     base = 0 if snapshot is None else snapshot.lsn
     start = max([i for i, (first, _) in enumerate(segments) if first <= base + 1] or [0])
     return recover(
@@ -141,7 +141,7 @@ def _recover_readonly(
 
 def inspect(data_dir: Path, limits: Limits) -> tuple[Chat, RecoveryReport]:
     """The state a server would start with, for `imcore-admin inspect` (reads only)."""
-    return _recover_readonly(data_dir, limits, load_snapshot(data_dir / "snapshots"))
+    return _recover_readonly(data_dir, limits, load_snapshot(snapshot_dir(data_dir)))
 
 
 def _truncate(path: Path, offset: int, files: Files) -> None:
@@ -177,6 +177,21 @@ def _repair(
     report.torn = None
 
 
+def _cursor_damage(chat: Chat, conv: str) -> list[str]:
+    """What is wrong with the committed cursors of `conv`: one beyond the head (no client
+    can acknowledge a seq that was never committed), a delivered cursor in a group."""
+    found = []
+    head = chat.head(conv)
+    delivered = chat.cursors.delivered_all(conv)
+    for kind, cursors in (("read", chat.cursors.reads(conv)), ("delivered", delivered)):
+        beyond = sorted(user for user, seq in cursors.items() if seq > head)
+        if beyond:
+            found.append(f"{conv}: {kind} cursor of {', '.join(beyond)} beyond head {head}")
+    if delivered and ids.is_group(conv):
+        found.append(f"{conv}: a group holds delivered cursors")
+    return found
+
+
 @dataclass(slots=True)
 class Verification:
     """What `imcore-admin verify` found."""
@@ -202,7 +217,7 @@ def verify(data_dir: Path, limits: Limits) -> Verification:
     damage: list[str] = []
     checked: list[tuple[str, str]] = []
     newest: Snapshot | None = None
-    for _, path in reversed(list_snapshots(data_dir / "snapshots")):
+    for _, path in reversed(list_snapshots(snapshot_dir(data_dir))):
         try:
             snapshot = decode(path.read_bytes())
         except (SnapshotError, OSError) as exc:
@@ -212,7 +227,7 @@ def verify(data_dir: Path, limits: Limits) -> Verification:
         checked.append((path.name, f"ok, lsn {snapshot.lsn}"))
         newest = newest or snapshot
     result = Verification(snapshots=checked[::-1])
-    segments = list_segments(data_dir / "wal")
+    segments = list_segments(wal_dir(data_dir))
     result.segments = len(segments)
     expected: int | None = None
     for i, (first, path) in enumerate(segments):
@@ -241,6 +256,7 @@ def verify(data_dir: Path, limits: Limits) -> Verification:
             damage.append(f"{conv}: head {chat.head(conv)} but last event {seqs[-1]}")
         if any(a.ts >= b.ts for a, b in itertools.pairwise(events)):
             damage.append(f"{conv}: ts does not increase along seq")
+        damage += _cursor_damage(chat, conv)
     result.conversations = len(chat.conversation_ids())
     if report.corrupt is not None and not damage:
         damage.append(f"recovery stopped early: {report.corrupt[1].reason}")

@@ -87,14 +87,3 @@ async def run_blocking(files: Files, fn: Callable[..., T], *args: object) -> T:
     trio.lowlevel.start_thread_soon(partial(fn, *args), deliver)
     result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
     return result
-
-
-def numbered_files(directory: Path, parse: Callable[[str], int | None]) -> list[tuple[int, Path]]:
-    """(number, path) of the files in `directory` whose names `parse` reads, in order."""
-    found = []
-    if directory.is_dir():
-        for path in directory.iterdir():
-            number = parse(path.name)
-            if number is not None:
-                found.append((number, path))
-    return sorted(found)

@@ -27,6 +27,7 @@ from .connection import Connection, Connections
 from .datadir import DataDirLock, open_state
 from .fanout import Fanout
 from .files import Files, run_blocking
+from .layout import snapshot_dir, wal_dir
 from .metrics import Metrics
 from .secret import load_or_create_secret
 from .snapshots import Snapshotter
@@ -122,7 +123,7 @@ async def serve(
         collector.install()
         chat = recovered.chat
         wal = Wal(
-            config.data_dir / "wal",
+            wal_dir(config.data_dir),
             files,
             next_lsn=recovered.report.last_lsn + 1,
             segment=recovered.segment,
@@ -131,7 +132,7 @@ async def serve(
         snapshotter = Snapshotter(
             chat,
             wal,
-            config.data_dir / "snapshots",
+            snapshot_dir(config.data_dir),
             files,
             every_records=config.snapshot_every,
             interval_s=config.snapshot_interval_s,

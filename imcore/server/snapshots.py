@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..core.snapshot import SnapshotEncoder, parse_snapshot_name, snapshot_name
-from .files import numbered_files, run_blocking
+from ..core.snapshot import SnapshotEncoder
+from .files import run_blocking
+from .layout import list_snapshots, snapshot_path, snapshot_temp_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,11 +34,6 @@ log = logging.getLogger("imcore.snapshot")
 #: system call, tens of milliseconds at a time.)
 SLICE_S = 0.003
 KEEP = 2
-
-
-def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
-    """(LSN, path) of every snapshot file, oldest first."""
-    return numbered_files(directory, parse_snapshot_name)
 
 
 class Snapshotter:
@@ -136,8 +132,8 @@ class Snapshotter:
         """temp file -> fsync -> rename -> fsync dir (a worker thread: no Python work but
         joining, so the loop keeps the interpreter)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / snapshot_name(lsn)
-        temp = final.with_suffix(".tmp")
+        final = snapshot_path(self.directory, lsn)
+        temp = snapshot_temp_path(self.directory, lsn)
         if temp.exists():
             temp.unlink()
         fd = self.files.open_append(temp, create=True)

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..core.wal_format import SEGMENT_MAGIC, encode_record, parse_segment_name, segment_name
-from .files import numbered_files, run_blocking
+from ..core.wal_format import SEGMENT_MAGIC, encode_record
+from .files import run_blocking
+from .layout import list_segments, segment_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,11 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("imcore.wal")
 
 SEGMENT_BYTES = 64 * 1024 * 1024
-
-
-def list_segments(directory: Path) -> list[tuple[int, Path]]:
-    """(first LSN, path) of every segment in `directory`, in LSN order."""
-    return numbered_files(directory, parse_segment_name)
 
 
 class Wal:
@@ -81,7 +77,7 @@ class Wal:
         """Open the segment to append to, or start one at `first_lsn` (thread)."""
         if self._pending is not None:
             first, size = self._pending
-            self._fd = self.files.open_append(self.directory / segment_name(first), create=False)
+            self._fd = self.files.open_append(segment_path(self.directory, first), create=False)
             self._segment_first, self._segment_size = first, size
             self._pending = None
         else:
@@ -90,7 +86,7 @@ class Wal:
     def _start_segment(self, first: int) -> None:
         """Create the segment for LSN `first` and make its directory entry durable (thread)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = self.files.open_append(self.directory / segment_name(first), create=True)
+        fd = self.files.open_append(segment_path(self.directory, first), create=True)
         self.files.write(fd, SEGMENT_MAGIC)
         self.files.fsync(fd)
         self.files.fsync_dir(self.directory)

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from imcore.core import Audience, Chat, Limits
+from imcore.core import Audience, Chat, Deliveries, Limits, Outcome
 from imcore.core.errors import Conflict, Forbidden, Invalid, Limit, NotFound, Unavailable
 from imcore.core.frames import (
     Delivered,
@@ -16,6 +16,7 @@ from imcore.core.frames import (
     GroupLeave,
     GroupRemove,
     GroupRole,
+    Ok,
     Read,
     ReadReceipt,
     Recv,
@@ -23,7 +24,7 @@ from imcore.core.frames import (
     Sync,
     Typing,
 )
-from imcore.core.records import CursorRecord
+from imcore.core.records import CursorRecord, DeliveredRecord
 from tests.helpers.core import commit, do, new_chat
 
 DM = "dm:alice:bob"
@@ -34,6 +35,12 @@ def send(chat: Chat, user: str, conv: str, cmid: str, body: object = "hi", **kw:
     outcome = do(chat, user, Send(conv=conv, cmid=cmid, body=body, **kw))
     assert isinstance(outcome.record, Event)
     return outcome.record
+
+
+def peer_positions(chat: Chat, user: str, conv: str) -> tuple[int | None, int | None]:
+    """(peer_read, peer_delivered) of `conv` in `user`'s summaries."""
+    (summary,) = [s for s in chat.summaries(user) if s.conv == conv]
+    return summary.peer_read, summary.peer_delivered
 
 
 def test_resent_cmid_returns_the_first_ack_and_stores_nothing() -> None:
@@ -344,14 +351,91 @@ def test_read_receipts_in_big_groups_go_only_to_the_readers_devices() -> None:
     assert out.audience == Audience(users=frozenset({"a"}), exclude_device=("a", "d"))
 
 
-def test_delivered_goes_to_the_dm_peer_once_per_advance() -> None:
+def test_a_recv_moves_the_delivered_cursor_only_through_its_committed_record() -> None:
+    chat = Chat(Limits())
+    for i in range(3):
+        send(chat, "alice", DM, f"c{i}")
+    out = chat.receive("bob", "phone", Recv(conv=DM, seq=2, id=5))
+    assert out == Outcome(Ok(id=5), DeliveredRecord(DM, "bob", "phone", 2))
+    assert peer_positions(chat, "alice", DM) == (0, 0)  # sequenced, not yet committed
+    deliveries = commit(chat, out)
+    assert deliveries == Deliveries(
+        DM, Delivered(conv=DM, user="bob", seq=2), Audience(users=frozenset({"alice"}))
+    )
+    assert peer_positions(chat, "alice", DM) == (0, 2)
+    # the same record again (a replay over a snapshot that holds it) pushes nothing
+    assert chat.apply(DeliveredRecord(DM, "bob", "laptop", 2)) is None
+    assert chat.apply(DeliveredRecord(DM, "bob", "laptop", 1)) is None
+    assert peer_positions(chat, "alice", DM) == (0, 2)
+
+
+def test_a_recv_that_does_not_move_the_staged_cursor_makes_no_record() -> None:
+    chat = Chat(Limits())
+    for i in range(3):
+        send(chat, "alice", DM, f"c{i}")
+    first = chat.receive("bob", "phone", Recv(conv=DM, seq=3))
+    assert first is not None
+    assert first.record == DeliveredRecord(DM, "bob", "phone", 3)
+    # Still in flight: the staged cursor is at 3, so these make no record. One with an id
+    # still gets an outcome, so that its ok waits behind the commit in flight.
+    assert chat.receive("bob", "phone", Recv(conv=DM, seq=3)) is None
+    assert chat.receive("bob", "laptop", Recv(conv=DM, seq=2)) is None
+    assert chat.receive("bob", "phone", Recv(conv=DM, seq=1, id=9)) == Outcome(Ok(id=9))
+    commit(chat, first)
+    assert chat.receive("bob", "phone", Recv(conv=DM, seq=3)) is None
+    # the peer's cursor is its own
+    moved = chat.receive("alice", "d1", Recv(conv=DM, seq=1))
+    assert moved is not None
+    assert moved.record == DeliveredRecord(DM, "alice", "d1", 1)
+
+
+def test_recv_in_a_group_or_notes_to_self_moves_nothing_durable() -> None:
+    chat = Chat(Limits())
+    make_group(chat, "a")
+    send(chat, "a", G, "x")
+    send(chat, "alice", "dm:alice:alice", "note")
+    assert chat.receive("a", "d1", Recv(conv=G, seq=2, id=1)) is None
+    assert chat.receive("alice", "d1", Recv(conv="dm:alice:alice", seq=1, id=2)) is None
+    assert chat.cursors.delivered_all(G) == {}
+
+
+def test_a_refused_recv_changes_nothing() -> None:
     chat = Chat(Limits())
     send(chat, "alice", DM, "c0")
-    out = chat.receive("bob", Recv(conv=DM, seq=1))
+    with pytest.raises(Invalid):
+        chat.receive("bob", "phone", Recv(conv=DM, seq=2))
+    with pytest.raises(Forbidden):
+        chat.receive("carol", "phone", Recv(conv=DM, seq=1))
+    with pytest.raises(NotFound):
+        chat.receive("bob", "phone", Recv(conv="g:none", seq=1))
+    out = chat.receive("bob", "phone", Recv(conv=DM, seq=1))
     assert out is not None
-    assert out.frame == Delivered(conv=DM, user="bob", seq=1)
-    assert out.audience == Audience(users=frozenset({"alice"}))
-    assert chat.receive("bob", Recv(conv=DM, seq=1)) is None
+    assert out.record == DeliveredRecord(DM, "bob", "phone", 1)
+
+
+def test_summaries_carry_the_peers_read_and_delivered_positions_in_dms_only() -> None:
+    chat = Chat(Limits())
+    for i in range(4):
+        send(chat, "alice", DM, f"c{i}")
+    make_group(chat, "alice")
+    send(chat, "alice", "dm:alice:alice", "note")
+    summary = {s.conv: s for s in chat.summaries("alice")}
+    wire = summary[DM].to_wire()
+    assert (wire["peer_read"], wire["peer_delivered"]) == (0, 0)
+    commit(chat, chat.submit("bob", "phone", Read(conv=DM, seq=2), 0))
+    out = chat.receive("bob", "phone", Recv(conv=DM, seq=4))
+    assert out is not None
+    commit(chat, out)
+    commit(chat, chat.submit("alice", "d1", Read(conv=DM, seq=4), 0))
+    summary = {s.conv: s for s in chat.summaries("alice")}
+    assert (summary[DM].peer_read, summary[DM].peer_delivered) == (2, 4)
+    assert (summary[DM].read, summary[DM].unread) == (4, 0)
+    assert peer_positions(chat, "bob", DM) == (4, 0)  # alice read; she never sent recv
+    assert (summary[G].peer_read, summary[G].peer_delivered) == (None, None)
+    assert "peer_read" not in summary[G].to_wire()
+    assert "peer_delivered" not in summary[G].to_wire()
+    notes = summary["dm:alice:alice"].to_wire()
+    assert (notes["peer_read"], notes["peer_delivered"]) == (0, 0)
 
 
 def test_typing_is_limited_to_once_a_second_and_never_stored() -> None:

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from imcore.core import Chat, Limits, Outcome
-from imcore.core.frames import GroupAdd, GroupCreate, GroupRemove, Read, Send, Sync
+from imcore.core.frames import GroupAdd, GroupCreate, GroupRemove, Read, Recv, Send, Sync
 from imcore.core.recovery import recover
 from imcore.core.snapshot import Snapshot, SnapshotEncoder, SnapshotError, decode
 from imcore.core.wal_format import SEGMENT_MAGIC, Corrupt, encode_record
@@ -153,3 +153,98 @@ def test_a_torn_tail_of_the_last_segment_is_reported_for_truncation() -> None:
     assert report.torn[0] == 1
     assert report.last_lsn == 11
     assert report.corrupt is None
+
+
+def receipts(chat: Chat) -> list[Record]:
+    """A direct conversation where both cursors of both parties move; the records in
+    commit order."""
+    records: list[Record] = []
+
+    def commit(out: Outcome | None) -> None:
+        if out is not None and out.record is not None:
+            chat.apply(out.record)
+            records.append(out.record)
+
+    for i in range(4):
+        commit(chat.submit("alice", "d", Send(conv=DM, cmid=f"a{i}", body=i), 0))
+    commit(chat.receive("bob", "phone", Recv(conv=DM, seq=2)))
+    commit(chat.submit("bob", "phone", Read(conv=DM, seq=1), 0))
+    commit(chat.receive("bob", "laptop", Recv(conv=DM, seq=4)))
+    commit(chat.submit("bob", "phone", Send(conv=DM, cmid="b", body="ok"), 0))
+    commit(chat.receive("alice", "d", Recv(conv=DM, seq=5)))
+    commit(chat.submit("bob", "phone", Read(conv=DM, seq=4), 0))
+    return records
+
+
+def cursors_of(chat: Chat) -> tuple[object, ...]:
+    return (
+        chat.summaries("alice"),
+        chat.summaries("bob"),
+        chat.cursors.reads(DM),
+        chat.cursors.delivered_all(DM),
+    )
+
+
+@pytest.mark.parametrize("snap_at", range(11))
+def test_snapshot_plus_log_restores_delivered_cursors(snap_at: int) -> None:
+    original = Chat(Limits())
+    records = receipts(original)
+    assert len(records) == 10
+    assert original.cursors.delivered_all(DM) == {"bob": 4, "alice": 5}
+    partial, _ = recover(Limits(), None, [(1, log_of(records[:snap_at]))])
+    snap = decode(snapshot_of(partial, snap_at))
+    rebuilt, report = recover(Limits(), snap, [(1, log_of(records))])
+    assert report.replayed == 10 - snap_at
+    assert cursors_of(rebuilt) == cursors_of(original)
+    # and a recv the rebuilt state has already committed makes no record
+    assert rebuilt.receive("bob", "phone", Recv(conv=DM, seq=3)) is None
+
+
+def test_a_snapshot_alone_holds_the_delivered_cursors() -> None:
+    original = Chat(Limits())
+    records = receipts(original)
+    snap = decode(snapshot_of(original, len(records)))
+    (state,) = snap.conversations
+    assert (state.reads, state.delivered) == ({"bob": 4}, {"bob": 4, "alice": 5})
+    rebuilt, report = recover(Limits(), snap, [(1, log_of(records))])
+    assert report.replayed == 0
+    assert cursors_of(rebuilt) == cursors_of(original)
+
+
+# Written by the code before delivered cursors were stored (snapshot version 1, and a log of
+# kinds 1 and 2): alice sent seqs 1 and 2 in dm:alice:bob, bob read 1 (and received 2, which
+# was not stored then), alice created g:x with bob. Snapshot and log hold the same state.
+V1_SNAPSHOT = bytes.fromhex(
+    "494d534e415000019fa3617601636c736e0465636c6f636b03866c646d3a616c6963653a626f620202f6a163"
+    "626f62018288010165616c69636561641903e8626d31626869f688020265616c69636561641903e9626d32a1"
+    "616e02f68663673a7801038465616c6963656158f4828265616c696365656f776e65728263626f62666d656d"
+    "626572a08188010365616c69636561641903ebf6f685666372656174658265616c69636563626f62f66158f4"
+    "ffa900000000000000b28479f5"
+)
+V1_LOG = bytes.fromhex(
+    "494d57414c00010a2300000001000000000000008f44d0128a016c646d3a616c6963653a626f62010165616c"
+    "69636561641903e8626d31626869f62400000002000000000000009a7eded68a016c646d3a616c6963653a62"
+    "6f62020265616c69636561641903e9626d32a1616e02f61a0000000300000000000000b099b25f85026c646d"
+    "3a616c6963653a626f6263626f626570686f6e65012c0000000400000000000000243d4a4c8a0163673a7801"
+    "0365616c69636561641903ebf6f685666372656174658265616c69636563626f62f66158f4"
+)
+
+
+def test_a_version_1_snapshot_and_log_still_load() -> None:
+    snap = decode(V1_SNAPSHOT)
+    assert (snap.lsn, snap.clock) == (4, 3)
+    by_conv = {state.conv: state for state in snap.conversations}
+    assert (by_conv[DM].head, by_conv[DM].reads, by_conv[DM].delivered) == (2, {"bob": 1}, {})
+    assert by_conv["g:x"].roster == ("alice", "X", False, (("alice", "owner"), ("bob", "member")))
+    from_snapshot, _ = recover(Limits(), snap, [])
+    from_log, report = recover(Limits(), None, [(1, V1_LOG)])
+    assert (report.replayed, report.corrupt, report.torn) == (4, None, None)
+    for chat in (from_snapshot, from_log):
+        dm, group = sorted(chat.summaries("alice"), key=lambda s: s.conv)
+        assert (dm.head, dm.peer_read, dm.peer_delivered) == (2, 1, 0)
+        assert (group.head, group.peer_read) == (1, None)
+        assert [e.body for e in chat.events(DM)] == ["hi", {"n": 2}]
+    assert cursors_of(from_snapshot) == cursors_of(from_log)
+    # written again, it is a version 2 snapshot of the same state
+    rewritten, _ = recover(Limits(), decode(snapshot_of(from_snapshot, 4)), [])
+    assert cursors_of(rewritten) == cursors_of(from_snapshot)

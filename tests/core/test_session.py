@@ -14,6 +14,7 @@ from imcore.core import (
     Encoding,
     Limits,
     Opened,
+    Outcome,
     Publish,
     SendPing,
     Session,
@@ -23,7 +24,8 @@ from imcore.core import (
     auth,
     refusal,
 )
-from imcore.core.frames import Ack, Error, Event, Pong, Presence, Welcome
+from imcore.core.frames import Ack, Error, Event, Ok, Pong, Presence, Welcome
+from imcore.core.records import DeliveredRecord
 from tests.helpers.core import SECRET
 
 NOW = 1_700_000_000_000
@@ -302,6 +304,34 @@ def test_resend_schedule_doubles_and_recv_covers() -> None:
     assert bob.on_deadline(NOW + 7000) == [
         Close(CloseCode.TIMEOUT, "pushes were never acknowledged")
     ]
+
+
+def test_a_dm_recv_is_submitted_and_stops_resends_before_its_commit() -> None:
+    chat = Chat(Limits(resend_ms=1000))
+    alice, bob = opened(chat), opened(chat, "bob", sid="s2")
+    for cmid in ("a", "b"):
+        (submit,) = alice.handle(frame(op="send", conv="dm:alice:bob", cmid=cmid, body=1), NOW)
+        assert isinstance(submit, Submit)
+        assert submit.outcome.record is not None
+        chat.apply(submit.outcome.record)
+    bob.pushed("dm:alice:bob", 1, NOW)
+    effects = bob.handle(frame(op="recv", id=7, conv="dm:alice:bob", seq=2), NOW + 10)
+    # no push and no ok yet: both come from the commit of the record
+    assert effects == [Submit(Outcome(Ok(id=7), DeliveredRecord("dm:alice:bob", "bob", "d1", 2)))]
+    assert bob.next_deadline_ms() == NOW + Limits().heartbeat_ms  # no resend: done at recv
+    again = bob.handle(frame(op="recv", id=8, conv="dm:alice:bob", seq=2), NOW + 20)
+    assert again == [Submit(Outcome(Ok(id=8)))]
+    assert bob.handle(frame(op="recv", conv="dm:alice:bob", seq=1), NOW + 30) == []
+
+
+def test_a_group_recv_is_answered_at_once_and_commits_nothing() -> None:
+    chat = Chat(Limits())
+    alice = opened(chat)
+    (submit,) = alice.handle(frame(op="group.create", id=2, conv="g:x"), NOW)
+    assert isinstance(submit, Submit)
+    assert submit.outcome.record is not None
+    chat.apply(submit.outcome.record)
+    assert alice.handle(frame(op="recv", id=3, conv="g:x", seq=1), NOW) == [Write(Ok(id=3))]
 
 
 def test_recv_up_to_the_head_clears_the_resend() -> None:

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import struct
+import zlib
+
+import cbor2
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imcore.core.frames import Event, SysChange
-from imcore.core.records import CursorRecord, Record
+from imcore.core.records import CursorRecord, DeliveredRecord, Record
 from imcore.core.wal_format import (
     NEED_DATA,
     SEGMENT_MAGIC,
@@ -13,9 +18,9 @@ from imcore.core.wal_format import (
     TornTail,
     WalRecord,
     encode_record,
-    parse_segment_name,
+    record_from_wire,
+    record_to_wire,
     scan_segment,
-    segment_name,
 )
 
 RECORDS: list[Record] = [
@@ -31,6 +36,7 @@ RECORDS: list[Record] = [
         sys=SysChange(type="create", users=("a", "b"), title="T", public=True),
     ),
     CursorRecord("dm:a:b", "b", "phone", 2),
+    DeliveredRecord("dm:a:b", "b", "phone", 2),
     Event(conv="g:x", seq=2, ts=4, sender="a", dev="d", at=8, cmid="c", body=[1, 2.5, "x" * 300]),
 ]
 
@@ -112,8 +118,23 @@ def test_a_record_with_the_wrong_lsn_is_corrupt() -> None:
     assert isinstance(scan.damage, Corrupt)
 
 
-def test_segment_names() -> None:
-    assert segment_name(42) == "00000000000000000042.wal"
-    assert parse_segment_name(segment_name(42)) == 42
-    assert parse_segment_name("42.wal") is None
-    assert parse_segment_name("00000000000000000042.tmp") is None
+def test_read_and_delivered_cursors_are_kinds_2_and_3() -> None:
+    assert record_to_wire(CursorRecord("dm:a:b", "b", "p", 2)) == [2, "dm:a:b", "b", "p", 2]
+    assert record_to_wire(DeliveredRecord("dm:a:b", "b", "p", 2)) == [3, "dm:a:b", "b", "p", 2]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [[4, "dm:a:b", "b", "p", 2], [0], [3, "dm:a:b", "b", "p"], [3, "dm:a:b", "b", "p", 2, 0], []],
+)
+def test_an_unknown_kind_or_shape_is_damage_never_skipped(payload: list[object]) -> None:
+    with pytest.raises(ValueError, match="record"):
+        record_from_wire(payload)
+    # framed with a good CRC and LSN, it still stops the reading, before valid records
+    body = cbor2.dumps(payload)
+    head = struct.pack("<IQ", len(body), 8)
+    bad = head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
+    data = SEGMENT_MAGIC + encode_record(7, RECORDS[0]) + bad + encode_record(9, RECORDS[1])
+    scan = scan_segment(data, 7)
+    assert [r.lsn for r in scan.records] == [7]
+    assert isinstance(scan.damage, Corrupt)

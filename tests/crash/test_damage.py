@@ -6,14 +6,23 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from imcore.server.snapshots import list_snapshots
-from imcore.server.wal import list_segments
+from imcore.core import CursorRecord, DeliveredRecord, Event
+from imcore.core.frames import SysChange
+from imcore.core.wal_format import SEGMENT_MAGIC, encode_record
+from imcore.server.layout import (
+    list_segments,
+    list_snapshots,
+    segment_path,
+    snapshot_dir,
+    wal_dir,
+)
 from tests.helpers.client import open_client
 from tests.helpers.process import ServerProcess, run_admin, run_serve_once
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from imcore.core import Record
     from imcore.server import RunningServer
 
 DM = "dm:alice:bob"
@@ -40,7 +49,7 @@ async def test_a_flipped_bit_mid_log_is_refused_then_repaired(tmp_path: Path) ->
         finally:
             server.kill()
             await server.exit()
-        (_, segment), *_ = list_segments(tmp_path / "wal")
+        (_, segment), *_ = list_segments(wal_dir(tmp_path))
         data = bytearray(segment.read_bytes())
         middle = len(data) // 2
         data[middle] ^= 0x10
@@ -80,7 +89,7 @@ async def test_a_torn_tail_is_dropped_with_a_warning(tmp_path: Path) -> None:
         finally:
             server.kill()
             await server.exit()
-        (_, segment), *_ = list_segments(tmp_path / "wal")
+        (_, segment), *_ = list_segments(wal_dir(tmp_path))
         with segment.open("ab") as f:
             f.write(b"\x40\x00\x00\x00half a record")
         again = ServerProcess(tmp_path)
@@ -104,7 +113,7 @@ async def test_a_damaged_snapshot_falls_back_to_the_previous_one(tmp_path: Path)
                 server.terminate()
                 code, log = await server.exit()
                 assert code == 0, log
-        snapshots = list_snapshots(tmp_path / "snapshots")
+        snapshots = list_snapshots(snapshot_dir(tmp_path))
         assert len(snapshots) == 2
         newest = snapshots[-1][1]
         newest.write_bytes(newest.read_bytes()[:-10])
@@ -116,6 +125,29 @@ async def test_a_damaged_snapshot_falls_back_to_the_previous_one(tmp_path: Path)
             code, log = await server.exit()
         assert code == 0, log
         assert "snapshot unusable" in log
+
+
+async def test_verify_reports_cursors_no_client_could_have_moved(tmp_path: Path) -> None:
+    records: list[Record] = [
+        Event(conv=DM, seq=1, ts=1, sender="alice", dev="d", at=0, cmid="m", body=1),
+        DeliveredRecord(DM, "bob", "phone", 1),
+        CursorRecord(DM, "bob", "phone", 3),
+        DeliveredRecord(DM, "alice", "d", 2),
+        Event(conv="g:x", seq=1, ts=2, sender="a", dev="d", at=0, sys=SysChange(type="create")),
+        DeliveredRecord("g:x", "a", "d", 1),
+    ]
+    segment = segment_path(wal_dir(tmp_path), 1)
+    segment.parent.mkdir()
+    encoded = (encode_record(lsn, r) for lsn, r in enumerate(records, 1))
+    segment.write_bytes(SEGMENT_MAGIC + b"".join(encoded))
+    with trio.fail_after(20):
+        verified = await run_admin("verify", "--data-dir", str(tmp_path))
+    report = verified.stdout.decode()
+    assert verified.returncode == 1, report
+    assert "wal records:    6" in report
+    assert f"{DM}: read cursor of bob beyond head 1" in report
+    assert f"{DM}: delivered cursor of alice beyond head 1" in report
+    assert "g:x: a group holds delivered cursors" in report
 
 
 async def test_a_second_server_on_the_same_directory_refuses_to_start(tmp_path: Path) -> None:

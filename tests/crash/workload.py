@@ -1,8 +1,9 @@
 """A concurrent chat workload that records what the server promised, and the checks of it.
 
 Several users with two devices each send pipelined messages to DMs and a group, while every
-device records the acks and pushes it got. After a crash and restart, `check()` reads every
-conversation back and verifies the promises of spec §7.
+device records the acks and pushes it got, and acknowledges with `recv` each direct message
+pushed to it. After a crash and restart, `check()` reads every conversation back and
+verifies the promises of spec §7, and that no `delivered` push went back (spec §8).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class Ledger:
     acked: dict[Key, tuple[int, int]] = field(default_factory=dict)  # (seq, ts) promised
     acked_at: dict[Key, float] = field(default_factory=dict)  # trio time of the ack
     received: list[dict[str, Any]] = field(default_factory=list)  # every msg push seen
+    #: (user, conv) -> the highest `delivered` seq pushed to that user
+    delivered: dict[tuple[str, str], int] = field(default_factory=dict)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def unacked(self) -> list[Key]:
@@ -54,6 +57,7 @@ async def _device(server: RunningServer, user: str, device: str, ledger: Ledger,
     rng = random.Random(seed)
     window = trio.Semaphore(16)
     pending: dict[int, Key] = {}
+    shown: dict[str, int] = {}  # conv -> the last `delivered` seq pushed here
     async with open_client(server, user, device=device) as client:
 
         async def read() -> None:
@@ -67,6 +71,13 @@ async def _device(server: RunningServer, user: str, device: str, ledger: Ledger,
                     window.release()
                 elif frame["op"] == "msg":
                     ledger.received.append(frame)
+                    if frame["conv"].startswith("dm:") and frame["from"] != user:
+                        await client.send_frame(op="recv", conv=frame["conv"], seq=frame["seq"])
+                elif frame["op"] == "delivered":
+                    conv, seq = frame["conv"], frame["seq"]
+                    assert seq > shown.get(conv, 0), "a connection's delivered went back"
+                    shown[conv] = seq
+                    ledger.delivered[user, conv] = max(seq, ledger.delivered.get((user, conv), 0))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read)
@@ -151,6 +162,13 @@ async def check(
         if stored is None and lossy:
             continue
         assert stored == {k: v for k, v in msg.items() if k != "op"}, "a pushed event changed"
+    if not lossy:
+        for user in USERS:
+            async with open_client(server, user, device="checker") as client:
+                convs = {c["conv"]: c for c in client.welcome["convs"]}
+            for (seen_by, conv), seq in ledger.delivered.items():
+                if seen_by == user:
+                    assert convs[conv]["peer_delivered"] >= seq, f"{conv}: delivered went back"
     return logs, missing
 
 

@@ -1,9 +1,10 @@
-"""File layers that misbehave on purpose: a failing disk, and a power loss."""
+"""File layers that misbehave on purpose: a failing disk, a slow one, and a power loss."""
 
 from __future__ import annotations
 
 import errno
 import os
+import threading
 from typing import TYPE_CHECKING
 
 from imcore.server.files import Files
@@ -32,6 +33,20 @@ class FailingFiles(Files):
 
     def fsync(self, fd: int) -> None:
         self._maybe_fail("fsync")
+        super().fsync(fd)
+
+
+class GatedFiles(Files):
+    """Real files whose fsync waits while the test holds `gate` clear: a commit that lasts
+    as long as the test wants. The wait is in the worker thread; the loop goes on."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def fsync(self, fd: int) -> None:
+        if not self.gate.wait(timeout=30):
+            raise OSError(errno.EIO, "the test never opened the gate")
         super().fsync(fd)
 
 

@@ -83,8 +83,8 @@ async def test_every_endpoint_answers_with_an_admin_token(server: RunningServer)
             assert {c["conv"] for c in user["convs"]} == {DM, "g:ops"}
             status, conv = await call(server, "GET", "/conversations/g:ops")
             assert conv["members"] == [
-                {"user": "alice", "role": "owner"},
-                {"user": "bob", "role": "member"},
+                {"user": "alice", "role": "owner", "read": 0},
+                {"user": "bob", "role": "member", "read": 0},
             ]
             assert conv["last_events"][0]["sys"]["type"] == "create"
             assert (await call(server, "GET", "/conversations/g:nope"))[0] == 404
@@ -191,20 +191,38 @@ async def test_offline_inspect_and_wal_dump_read_the_data_directory(
 ) -> None:
     with trio.fail_after(60):
         await traffic(server)
+        async with open_client(server, "bob", device="phone") as bob:
+            await bob.request(op="recv", conv=DM, seq=3)
+            await bob.request(op="read", conv=DM, seq=2)
         data_dir = str(settings["data_dir"])  # read-only views: safe beside a running server
         inspect = [os.path.join(BIN, "imcore-admin"), "inspect", "--data-dir", data_dir]
         shown = await trio.run_process([*inspect, "--json"], capture_stdout=True)
         view = json.loads(shown.stdout)
-        assert (view["conversations"], view["events"], view["last_lsn"]) == (2, 4, 4)
+        assert (view["conversations"], view["events"], view["last_lsn"]) == (2, 4, 6)
         assert view["damage"] is None
         conv = await trio.run_process([*inspect, "--conv", "g:ops", "--json"], capture_stdout=True)
-        assert json.loads(conv.stdout)["members"][0] == {"user": "alice", "role": "owner"}
+        assert json.loads(conv.stdout)["members"][0] == {
+            "user": "alice",
+            "role": "owner",
+            "read": 0,
+        }
+        conv = await trio.run_process([*inspect, "--conv", DM, "--json"], capture_stdout=True)
+        assert json.loads(conv.stdout)["members"] == [
+            {"user": "alice", "role": "member", "read": 0, "delivered": 0},
+            {"user": "bob", "role": "member", "read": 2, "delivered": 3},
+        ]
+        user = await trio.run_process([*inspect, "--user", "alice", "--json"], capture_stdout=True)
+        (dm,) = [c for c in json.loads(user.stdout)["convs"] if c["conv"] == DM]
+        assert (dm["peer_read"], dm["peer_delivered"]) == (2, 3)
         table = await trio.run_process([*inspect, "--user", "bob"], capture_stdout=True)
         assert b"g:ops" in table.stdout
+        assert b"peer_delivered" in table.stdout
         dump = await trio.run_process(
             [os.path.join(BIN, "imcore-admin"), "wal", "dump", "--data-dir", data_dir],
             capture_stdout=True,
         )
         records = [json.loads(line) for line in dump.stdout.splitlines()]
-        assert [r["lsn"] for r in records] == [1, 2, 3, 4]
+        assert [r["lsn"] for r in records] == [1, 2, 3, 4, 5, 6]
         assert records[3]["record"][0] == "g:ops"
+        assert [r["kind"] for r in records[3:]] == ["event", "delivered", "read"]
+        assert records[4]["record"] == [DM, "bob", "phone", 3]

@@ -1,13 +1,18 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from tests.helpers.client import open_client
+from imcore.config import build
+from imcore.server import RunningServer, serve
+from tests.helpers.client import Client, open_client
+from tests.helpers.core import SECRET
+from tests.helpers.files import GatedFiles
 
 if TYPE_CHECKING:
-    from imcore.server import RunningServer
+    from pathlib import Path
 
 DM = "dm:alice:bob"
 
@@ -116,3 +121,64 @@ async def test_ping_pong_and_typing(server: RunningServer) -> None:
             assert (pong["op"], pong["ts"]) == ("pong", 1)
             await alice.send_frame(op="typing", conv=DM)
             assert await bob.next_push("typing") == {"op": "typing", "conv": DM, "user": "alice"}
+
+
+async def test_a_reconnecting_sender_sees_where_the_peer_received_and_read(
+    server: RunningServer,
+) -> None:
+    with trio.fail_after(10):
+        async with open_client(server, "alice") as alice:
+            for i in range(4):
+                await alice.request(op="send", conv=DM, cmid=f"m{i}", body=i)
+            await alice.request(op="group.create", conv="g:team", members=["bob"])
+        async with open_client(server, "bob") as bob:
+            (dm,) = [c for c in bob.welcome["convs"] if c["conv"] == DM]
+            assert (dm["peer_read"], dm["peer_delivered"]) == (0, 0)
+            # an ok is released only once the position it covers is committed
+            assert await bob.request(op="recv", conv=DM, seq=4) == {"op": "ok", "id": 2}
+            assert await bob.request(op="read", conv=DM, seq=3) == {"op": "ok", "id": 3}
+            assert await bob.request(op="recv", conv=DM, seq=2) == {"op": "ok", "id": 4}
+        # alice was offline for both pushes; she learns the positions when she comes back
+        async with open_client(server, "alice", device="laptop") as alice:
+            summaries = {c["conv"]: c for c in alice.welcome["convs"]}
+            assert (summaries[DM]["peer_read"], summaries[DM]["peer_delivered"]) == (3, 4)
+            assert "peer_read" not in summaries["g:team"]
+            assert "peer_delivered" not in summaries["g:team"]
+            listed = {c["conv"]: c for c in (await alice.request(op="convs"))["convs"]}
+            assert listed == summaries
+            assert alice.pending_pushes() == []  # nothing missed is pushed on connecting
+
+
+async def test_the_ok_of_a_recv_waits_for_the_delivered_position_it_covers(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    files = GatedFiles()
+    config = build({"port": 0, "admin_port": 0, "data_dir": tmp_path, "auth_secret": SECRET})
+    server: RunningServer = await nursery.start(partial(serve, config, files=files))
+    with trio.fail_after(10):
+        async with open_client(server, "alice") as alice, open_client(server, "bob") as bob:
+            for i in range(2):
+                await alice.request(op="send", conv=DM, cmid=f"m{i}", body=i)
+            files.gate.clear()  # from here on, commits wait
+            try:
+                await bob.send_frame(op="recv", id="moves", conv=DM, seq=2)
+                await bob.send_frame(op="recv", id="behind", conv=DM, seq=1)
+                await bob.send_frame(op="ping", id="ping")
+                # One connection's frames go out in order: what precedes the pong was
+                # released before it. Neither ok may be, while the record is uncommitted.
+                assert await replies_until(bob, "ping") == ["ping"]
+            finally:
+                files.gate.set()
+            assert await replies_until(bob, "behind") == ["moves", "behind"]
+            delivered = await alice.next_push("delivered")
+            assert delivered == {"op": "delivered", "conv": DM, "user": "bob", "seq": 2}
+
+
+async def replies_until(client: Client, last: str) -> list[Any]:
+    """The ids of the replies `client` reads up to the one with id `last`, in order."""
+    ids: list[Any] = []
+    while not ids or ids[-1] != last:
+        frame = client.decode(await client.ws.get_message())
+        if "id" in frame:
+            ids.append(frame["id"])
+    return ids

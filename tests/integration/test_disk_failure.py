@@ -52,6 +52,8 @@ async def test_a_failing_disk_refuses_writes_and_keeps_serving_reads(
             assert [m["cmid"] for m in batch["msgs"]] == ["ok0", "ok1", "ok2"]
             assert (await bob.request(op="convs"))["convs"][0]["head"] == 3
             assert (await bob.request(op="ping"))["op"] == "pong"
+            # a recv that would move a delivered position is a write too
+            assert (await bob.request(op="recv", conv=DM, seq=3))["code"] == "unavailable"
             seqs = [m["seq"] for m in await bob.next_msgs(3)]
             assert seqs == [1, 2, 3]
             health = await trio.to_thread.run_sync(healthz, server.admin_port)
