@@ -30,15 +30,17 @@ class Outbox:
     """A bounded queue of encoded frames, ended by a close.
 
     Args:
-        max_frames: frames queued at most.
-        max_bytes: bytes queued at most; one frame larger than this is still accepted into
-            an empty outbox, so a large reply is never refused.
+        max_frames: frames queued or in flight at most.
+        max_bytes: bytes queued or in flight at most; one frame larger than this is still
+            accepted into an empty queue, so a large reply is never refused.
         write_now: writes what the socket takes without waiting and says how many bytes
             that was (0 on any error: the writer meets the error on its next write).
     """
 
     __slots__ = (
         "_bytes",
+        "_flight_bytes",
+        "_flight_frames",
         "_items",
         "_partial",
         "_waiter",
@@ -55,6 +57,11 @@ class Outbox:
         self.max_bytes = max_bytes
         self._items: list[Payload] = []
         self._bytes = 0
+        # The writer's current batch: taken from the queue but not yet on the socket. It
+        # counts against the bounds, or a client that reads a little now and then would
+        # hold up to twice `max_bytes` (a batch in flight, and a full queue behind it).
+        self._flight_frames = 0
+        self._flight_bytes = 0
         self._partial = False  # the first item is the rest of a frame partly written already
         self._waiter: trio.lowlevel.Task | None = None  # the writer, while it waits
         self.closed = False  # `close` was called: nothing more is taken
@@ -76,10 +83,11 @@ class Outbox:
             if sent == size:
                 return True
             payloads, size, self._partial = [data[sent:]], size - sent, sent > 0
-        # One admission rule: a single frame always fits an empty outbox (a large reply is
-        # never refused); anything else must fit both bounds.
+        # One admission rule: a single frame always fits an empty queue (a large reply is
+        # never refused); anything else must fit both bounds, with what is in flight.
         if (items or len(payloads) > 1) and (
-            len(items) + len(payloads) > self.max_frames or self._bytes + size > self.max_bytes
+            self._flight_frames + len(items) + len(payloads) > self.max_frames
+            or self._flight_bytes + self._bytes + size > self.max_bytes
         ):
             return False
         was_empty = not items
@@ -120,11 +128,14 @@ class Outbox:
 
     async def get_batch(self) -> list[Payload]:
         """Wait for frames or a close; return everything queued (empty when only closed).
-        One task (the connection's writer) calls this."""
+        One task (the connection's writer) calls this, once it has written the last batch:
+        the batch returned is in flight until the next call."""
+        self._flight_frames = self._flight_bytes = 0
         while not self._items and not self.closed:
             self._waiter = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(self._abort)
         batch, self._items = self._items, []
+        self._flight_frames, self._flight_bytes = len(batch), self._bytes
         self._bytes = 0
         self._partial = False
         return batch
@@ -140,4 +151,10 @@ class Outbox:
         return trio.lowlevel.Abort.SUCCEEDED
 
     def statistics(self) -> dict[str, int]:
-        return {"frames": len(self._items), "bytes": self._bytes}
+        """Frames and bytes queued, and in flight (taken by the writer, not yet written)."""
+        return {
+            "frames": len(self._items),
+            "bytes": self._bytes,
+            "in_flight_frames": self._flight_frames,
+            "in_flight_bytes": self._flight_bytes,
+        }

@@ -15,12 +15,17 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 
+def queued(outbox: Outbox) -> tuple[int, int]:
+    stats = outbox.statistics()
+    return stats["frames"], stats["bytes"]
+
+
 def test_a_put_counts_every_frame_against_the_limit() -> None:
     outbox = Outbox(max_frames=4, max_bytes=1000)
     assert outbox.put([b"a", b"b", b"c"], 3)
-    assert outbox.statistics() == {"frames": 3, "bytes": 3}
+    assert queued(outbox) == (3, 3)
     assert not outbox.put([b"d", b"e"], 2)  # refused whole: the caller closes with 4008
-    assert outbox.statistics() == {"frames": 3, "bytes": 3}
+    assert queued(outbox) == (3, 3)
 
 
 def test_single_frames_are_bounded_in_bytes_too() -> None:
@@ -28,7 +33,7 @@ def test_single_frames_are_bounded_in_bytes_too() -> None:
     assert outbox.put_nowait(b"x" * 60)
     assert outbox.put_nowait(b"y" * 40)
     assert not outbox.put_nowait(b"z")  # 101 bytes
-    assert outbox.statistics() == {"frames": 2, "bytes": 100}
+    assert queued(outbox) == (2, 100)
 
 
 def test_a_put_into_an_empty_outbox_is_bounded_like_single_puts() -> None:
@@ -93,7 +98,7 @@ def test_no_direct_write_without_a_parked_writer_or_after_a_close() -> None:
     outbox.close(b"CLOSE", keep_queued=True)
     outbox.put_nowait(b"b")  # taken no more
     assert socket.written == []
-    assert outbox.statistics() == {"frames": 2, "bytes": 6}
+    assert queued(outbox) == (2, 6)
 
 
 async def test_a_close_follows_what_is_queued() -> None:
@@ -120,3 +125,19 @@ async def test_a_run_that_the_socket_does_not_take_is_bounded_like_any_put() -> 
         assert not outbox.put([b"z"], 1)
     assert socket.written == [b""]
     assert batches == [[b"x" * 60 + b"y" * 60]]
+
+
+async def test_what_the_writer_has_in_flight_counts_against_the_bounds() -> None:
+    async with parked_writer(room=0) as (outbox, _, batches):
+        outbox.max_bytes = 100
+        assert outbox.put_nowait(b"x" * 60)  # the socket takes none: the writer wakes ...
+        await wait_all_tasks_blocked()
+        assert batches == [[b"x" * 60]]  # ... and is still writing it
+        assert outbox.put_nowait(b"y" * 30)  # one frame into an empty queue: always taken
+        assert not outbox.put_nowait(b"z" * 20)  # 60 in flight + 30 + 20 > 100
+        assert outbox.statistics() == {
+            "frames": 1,
+            "bytes": 30,
+            "in_flight_frames": 1,
+            "in_flight_bytes": 60,
+        }
