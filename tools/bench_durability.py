@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imcore.core import Chat, Limits, auth
 from imcore.core.frames import Event
 from imcore.core.snapshot import SnapshotEncoder, snapshot_name
+from imcore.wsclient import RawWebSocket
 from tools.benchlib import (
     SECRET,
     Server,
@@ -44,7 +45,6 @@ from tools.benchlib import (
     process_cpu,
     steal_seconds,
 )
-from tools.wsload import RawWebSocket
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

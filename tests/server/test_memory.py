@@ -18,10 +18,10 @@ import trio.testing
 
 from imcore.config import build
 from imcore.server import serve
+from imcore.wsframes import OP_TEXT
 from tests.helpers.core import SECRET
 from tests.helpers.files import InlineFiles
 from tests.helpers.memory import MemoryListener, open_raw_client
-from tools.wsload import OP_TEXT
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -13,8 +13,8 @@ from wsproto.connection import Connection as Protocol
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from imcore.server.websocket import Reader, Received
+from imcore.wsframes import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 
-OP_CONT, OP_TEXT, OP_BINARY, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x9, 0xA
 MAX = 100_000
 
 
