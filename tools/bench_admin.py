@@ -25,8 +25,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imcore.core import auth
+from imcore.wsclient import RawWebSocket
 from tools.benchlib import SECRET, Server, percentile, pinned, print_table, process_cpu
-from tools.wsload import RawWebSocket
 
 ADMIN_PORT = 18_790
 ACK_KEY = cbor2.dumps("op") + cbor2.dumps("ack")

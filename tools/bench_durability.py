@@ -36,6 +36,7 @@ from imcore.core import Chat, Limits, auth
 from imcore.core.frames import Event
 from imcore.core.snapshot import SnapshotEncoder
 from imcore.server.layout import snapshot_dir, snapshot_path, wal_dir
+from imcore.wsclient import RawWebSocket
 from tools.benchlib import (
     SECRET,
     Server,
@@ -45,7 +46,6 @@ from tools.benchlib import (
     process_cpu,
     steal_seconds,
 )
-from tools.wsload import RawWebSocket
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -37,9 +37,11 @@ import cbor2
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from imcore import wsframes
 from imcore.core import auth
+from imcore.wsclient import RawWebSocket
+from imcore.wsframes import OP_PONG
 from tools.benchlib import SECRET, Server, percentile, pinned, print_table, process_cpu, rss_of
-from tools.wsload import OP_PONG, RawWebSocket, client_frame
 
 HOST = "127.0.0.1"
 ACK_KEY = cbor2.dumps("op") + cbor2.dumps("ack")  # after a one-byte map header: an ack
@@ -346,7 +348,7 @@ def drain(
     stamped messages in the raw bytes; the e2e latency is taken from the sockets marked for
     sampling. Server pings (an empty ping frame, 89 00) are answered; a false match in a
     body only sends a spare pong."""
-    pong = client_frame(b"", OP_PONG)
+    pong = wsframes.frame(b"", OP_PONG, masked=True)
     sampled = {fd for fd, sample in fds if sample}
     tails: dict[int, bytes] = {}
     poller = select.epoll()

@@ -17,7 +17,6 @@ import argparse
 import base64
 import hashlib
 import resource
-import struct
 import sys
 from collections import deque
 from pathlib import Path
@@ -26,21 +25,10 @@ import cbor2
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tools.wsload import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+from imcore.wsframes import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, frame, parse
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-def frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
-    n = len(payload)
-    if n < 126:
-        return bytes((0x80 | opcode, n)) + payload
-    if n < 1 << 16:
-        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
-    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
-
-
-ACK = frame(cbor2.dumps({"op": "ack", "id": 0}))
+ACK = frame(cbor2.dumps({"op": "ack", "id": 0}), OP_BINARY)
 
 
 class Conn:
@@ -68,26 +56,9 @@ class Conn:
 
     async def read(self, buf: bytearray) -> None:
         while True:
-            pos = 0
-            while len(buf) - pos >= 6:
-                b0, b1 = buf[pos], buf[pos + 1]
-                n, head = b1 & 0x7F, 2
-                if n == 126:
-                    if len(buf) - pos < 8:
-                        break
-                    n, head = struct.unpack_from("!H", buf, pos + 2)[0], 4
-                elif n == 127:
-                    if len(buf) - pos < 14:
-                        break
-                    n, head = struct.unpack_from("!Q", buf, pos + 2)[0], 10
-                if len(buf) - pos < head + 4 + n:
-                    break
-                mask = bytes(buf[pos + head : pos + head + 4]) * (n // 4 + 1)
-                start = pos + head + 4
-                raw = int.from_bytes(buf[start : start + n], "big")
-                payload = (raw ^ int.from_bytes(mask[:n], "big")).to_bytes(n, "big")
-                pos = start + n
-                opcode = b0 & 0x0F
+            frames, used = parse(buf)  # the payloads come unmasked
+            del buf[:used]
+            for opcode, payload in frames:
                 if opcode in (OP_TEXT, OP_BINARY):
                     self.put(ACK)
                     push = frame(payload, opcode)  # once per message
@@ -97,7 +68,6 @@ class Conn:
                     self.put(frame(payload, OP_PONG))
                 elif opcode == OP_CLOSE:
                     return
-            del buf[:pos]
             chunk = await self.stream.receive_some(1 << 18)
             if not chunk:
                 return

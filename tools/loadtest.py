@@ -1,8 +1,8 @@
 """`make loadtest`: a server on a temporary data dir, locust headless against it, a summary.
 
-    python tools/loadtest.py [--users 200] [--seconds 60] [--spawn-rate 50]
+    python tools/loadtest.py [--users 200] [--seconds 60] [--spawn-rate 50] [--out DIR]
 
-Writes loadtests/out/run_*.csv and loadtests/out/report.html; prints sends/s,
+Writes loadtests/out/run_*.csv and loadtests/out/report.html (or in --out); prints sends/s,
 deliveries/s, p50/p99 and failures, with the CPU seconds of the server (CPU 0) and of
 locust (CPU 1): locust is much slower per connection than the server, and says so here.
 """
@@ -89,11 +89,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--spawn-rate", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of the CSVs and report")
     args = parser.parse_args()
-    summary = run(args.users, args.seconds, args.spawn_rate)
+    summary = run(args.users, args.seconds, args.spawn_rate, args.out)
     for key, value in summary.items():
         print(f"{key:18} {value:,.1f}")
-    print(f"report: {OUT / 'report.html'}")
+    print(f"report: {args.out / 'report.html'}")
     sys.exit(int(summary["exit_code"]))
 
 

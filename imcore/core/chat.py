@@ -328,10 +328,21 @@ class Chat:
     # --- ephemeral ----------------------------------------------------------------------------
 
     def typing(self, user: str, cmd: Typing, now_ms: int) -> Deliveries | None:
-        """Relay a typing notice to the other members, at most once a second (spec §9)."""
+        """Relay a typing notice to the other members, at most once a second (spec §9).
+
+        In a direct conversation the notice is addressed to the peer by name: the fan-out
+        has no route for a DM before its first event, and the peer's live devices are
+        known all the same. Notes-to-self have nobody to tell.
+        """
         c = self._readable(user, cmd.conv)
         if c.roster is not None and len(c.roster) > self.limits.receipt_fanout_max:
             return None
+        audience = Audience(exclude_user=user)
+        if not ids.is_group(cmd.conv):
+            peer = ids.dm_peer(cmd.conv, user)
+            if peer is None:
+                return None
+            audience = Audience(users=frozenset({peer}))
         key = (user, cmd.conv)
         if now_ms - self._typing.get(key, -TYPING_INTERVAL_MS) < TYPING_INTERVAL_MS:
             return None
@@ -340,8 +351,7 @@ class Chat:
                 k: t for k, t in self._typing.items() if now_ms - t < TYPING_INTERVAL_MS
             }
         self._typing[key] = now_ms
-        notice = TypingNotice(conv=cmd.conv, user=user)
-        return Deliveries(cmd.conv, notice, Audience(exclude_user=user))
+        return Deliveries(cmd.conv, TypingNotice(conv=cmd.conv, user=user), audience)
 
     # --- reads --------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from .. import __version__, admin_api
 from ..core import CloseCode, auth
@@ -95,7 +95,7 @@ def _guard(state: AdminState, handler: Handler) -> Handler:
 
 
 class _GuardedASGI:
-    """The same check for a mounted ASGI app (prometheus-client's /metrics)."""
+    """The same check in front of an ASGI app (prometheus-client's /metrics)."""
 
     def __init__(self, state: AdminState, app: ASGIApp) -> None:
         self.state, self.app = state, app
@@ -158,7 +158,12 @@ def build_app(state: AdminState) -> Starlette:
         Route("/conversations/{conv}", _guard(state, conversation)),
         Route("/kick/{user}", _guard(state, kick), methods=["POST"]),
         Route("/snapshot", _guard(state, snapshot), methods=["POST"]),
-        Mount("/metrics", app=_GuardedASGI(state, make_asgi_app(registry=state.metrics.registry))),
+        # A Route, not a Mount: a Mount answers /metrics with a 307 to /metrics/.
+        Route(
+            "/metrics",
+            _GuardedASGI(state, make_asgi_app(registry=state.metrics.registry)),
+            methods=["GET"],
+        ),
     ]
     return Starlette(routes=routes)
 

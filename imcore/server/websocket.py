@@ -8,8 +8,9 @@ and send lock, each connection costs one task hop less per frame read and about 
 memory, and pre-framed bytes are written without reaching into another library's
 internals (see docs/architecture.md).
 
-A server frame is not masked (RFC 6455 §5.1), so `preframe` builds header + payload once
-per pushed event and encoding, and the same bytes go to every recipient.
+A server frame is not masked (RFC 6455 §5.1), so `preframe` (`wsframes.frame`) builds
+header + payload once per pushed event and encoding, and the same bytes go to every
+recipient.
 
 Nearly every client frame is a whole, final, masked text or binary message of under 64 KiB.
 Those are unmasked here (`Reader`), at a tenth of what wsproto's general parser costs; any
@@ -20,7 +21,6 @@ limit) goes to wsproto, which stays the judge of everything unusual.
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -43,11 +43,12 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ..core import CloseCode
+from ..wsclient import write_some
+from ..wsframes import OP_BINARY, OP_TEXT, frame
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-OP_TEXT, OP_BINARY = 0x1, 0x2
 #: Bytes asked of the socket per read.
 RECEIVE_SIZE = 65_536
 
@@ -55,15 +56,8 @@ RECEIVE_SIZE = 65_536
 def preframe(payload: bytes | str) -> bytes:
     """One final, unmasked WebSocket message: text for `str` (JSON), binary for `bytes`."""
     if isinstance(payload, str):
-        data, opcode = payload.encode(), OP_TEXT
-    else:
-        data, opcode = payload, OP_BINARY
-    n = len(data)
-    if n < 126:
-        return bytes((0x80 | opcode, n)) + data
-    if n < 1 << 16:
-        return struct.pack("!BBH", 0x80 | opcode, 126, n) + data
-    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + data
+        return frame(payload.encode(), OP_TEXT)
+    return frame(payload, OP_BINARY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,17 +459,3 @@ class WebSocket:
                 return
             data = data[sent:]
         await self.stream.send_all(data)
-
-
-def write_some(fd: int, data: bytes) -> int:
-    """Write what the non-blocking socket `fd` takes now; how many bytes that was.
-
-    Raises:
-        trio.BrokenResourceError: the connection is lost.
-    """
-    try:
-        return os.write(fd, data)
-    except BlockingIOError:
-        return 0
-    except OSError as exc:
-        raise trio.BrokenResourceError(str(exc)) from exc

@@ -23,6 +23,7 @@ from imcore.core.frames import (
     Send,
     Sync,
     Typing,
+    TypingNotice,
 )
 from imcore.core.records import CursorRecord, DeliveredRecord
 from tests.helpers.core import commit, do, new_chat
@@ -445,6 +446,28 @@ def test_typing_is_limited_to_once_a_second_and_never_stored() -> None:
     assert chat.typing("alice", Typing(conv=DM), now_ms=10_500) is None
     assert chat.typing("alice", Typing(conv=DM), now_ms=11_000) is not None
     assert chat.head(DM) == 1
+
+
+def test_typing_in_a_dm_is_addressed_to_the_peer_even_before_its_first_message() -> None:
+    chat = Chat(Limits())
+    out = chat.typing("alice", Typing(conv=DM), now_ms=0)
+    assert out is not None
+    assert out.frame == TypingNotice(conv=DM, user="alice")
+    assert out.audience == Audience(users=frozenset({"bob"}))  # not the DM's route
+    send(chat, "alice", DM, "c0")
+    again = chat.typing("bob", Typing(conv=DM), now_ms=0)
+    assert again is not None
+    assert again.audience == Audience(users=frozenset({"alice"}))
+    assert chat.typing("alice", Typing(conv="dm:alice:alice"), now_ms=0) is None
+    assert chat.head(DM) == 1
+
+
+def test_typing_in_a_group_goes_to_its_members_but_the_typist() -> None:
+    chat = Chat(Limits())
+    make_group(chat, "a", "b")
+    out = chat.typing("b", Typing(conv=G), now_ms=0)
+    assert out is not None
+    assert out.audience == Audience(exclude_user="b")
 
 
 def test_commit_failure_makes_the_chat_read_only() -> None:

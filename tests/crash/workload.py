@@ -42,9 +42,27 @@ class Ledger:
     #: (user, conv) -> the highest `delivered` seq pushed to that user
     delivered: dict[tuple[str, str], int] = field(default_factory=dict)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _waiting: list[tuple[int, trio.Event]] = field(default_factory=list)
 
     def unacked(self) -> list[Key]:
         return [k for k in self.sent if k not in self.acked]
+
+    def ack(self, key: Key, seq: int, ts: int) -> None:
+        """Record the server's promise for `key`, and wake whoever waits for this many."""
+        self.acked[key] = (seq, ts)
+        self.acked_at[key] = trio.current_time()
+        count = len(self.acked)
+        for at_least, event in self._waiting:
+            if count >= at_least:
+                event.set()
+
+    async def wait_acked(self, at_least: int) -> None:
+        """Return once `at_least` distinct sends have been acked in all."""
+        if len(self.acked) < at_least:
+            event = trio.Event()
+            self._waiting.append((at_least, event))
+            await event.wait()
+            self._waiting.remove((at_least, event))
 
 
 async def set_up(server: RunningServer) -> None:
@@ -65,9 +83,7 @@ async def _device(server: RunningServer, user: str, device: str, ledger: Ledger,
                 data = await client.ws.get_message()
                 frame = client.decode(data)
                 if frame["op"] == "ack":
-                    key = pending.pop(frame["id"])
-                    ledger.acked[key] = (frame["seq"], frame["ts"])
-                    ledger.acked_at[key] = trio.current_time()
+                    ledger.ack(pending.pop(frame["id"]), frame["seq"], frame["ts"])
                     window.release()
                 elif frame["op"] == "msg":
                     ledger.received.append(frame)

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 import trio_websocket
 
-from tools.wsload import RawWebSocket
+from imcore.wsclient import RawWebSocket
 
 from .client import Client
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -32,15 +31,16 @@ def admin_token(admin: bool = True) -> str:
 
 
 def fetch(server: RunningServer, method: str, path: str, token: str | None) -> tuple[int, Any]:
-    request = urllib.request.Request(f"http://127.0.0.1:{server.admin_port}{path}", method=method)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
+    """One request, as the server answers it: http.client follows no redirect."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.admin_port, timeout=10)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            body = response.read()
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        body, status = exc.read(), exc.code
+        connection.request(
+            method, path, headers={"Authorization": f"Bearer {token}"} if token else {}
+        )
+        response = connection.getresponse()
+        status, body = response.status, response.read()
+    finally:
+        connection.close()
     try:
         return status, json.loads(body)
     except ValueError:
@@ -133,6 +133,31 @@ async def test_metrics_parse_and_count_the_traffic(server: RunningServer) -> Non
     assert samples[("imcore_ack_seconds_count", ())] == 4
     assert samples[("imcore_fsync_seconds_count", ())] >= 1
     assert samples[("imcore_closes_total", (("code", "by_client"),))] == 2
+
+
+async def test_metrics_answers_on_metrics_itself_and_filters_by_name(
+    server: RunningServer,
+) -> None:
+    names = {"imcore_sends_total", "imcore_frames_in_total"}
+    with trio.fail_after(20):
+        await traffic(server)
+        whole = await call(server, "GET", "/metrics")
+        only = await call(server, "GET", "/metrics?name[]=imcore_sends_total")
+        two = await call(server, "GET", "/metrics?" + "&".join(f"name[]={n}" for n in names))
+    assert (whole[0], only[0], two[0]) == (200, 200, 200)
+
+    def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    every = samples(whole[1])
+    assert every[("imcore_sends_total", ())] == 3
+    assert {name for name, _ in every} > names
+    assert samples(only[1]) == {("imcore_sends_total", ()): 3}
+    assert samples(two[1]) == {k: v for k, v in every.items() if k[0] in names}
 
 
 async def test_cli_commands_in_table_and_json_form(server: RunningServer) -> None:

@@ -113,6 +113,28 @@ async def test_notes_to_self(server: RunningServer) -> None:
             assert (await alice.next_push("msg"))["body"] == "note"
 
 
+async def test_typing_in_a_dm_with_no_message_yet_reaches_the_peers_devices(
+    server: RunningServer,
+) -> None:
+    notice = {"op": "typing", "conv": DM, "user": "alice"}
+    with trio.fail_after(10):
+        async with (
+            open_client(server, "alice", device="phone") as phone,
+            open_client(server, "alice", device="laptop") as laptop,
+            open_client(server, "bob", device="phone") as bob_phone,
+            open_client(server, "bob", device="laptop") as bob_laptop,
+        ):
+            await phone.send_frame(op="typing", conv=DM)
+            # The first message follows the notice in the DM's own order, so a device the
+            # notice missed would see the message first.
+            await phone.request(op="send", conv=DM, cmid="m1", body="hi")
+            for peer in (bob_phone, bob_laptop):
+                assert await peer.next_push() == notice
+                assert (await peer.next_push())["op"] == "msg"
+            for own in (phone, laptop):  # the typist's own devices are not told
+                assert (await own.next_push())["op"] == "msg"
+
+
 async def test_ping_pong_and_typing(server: RunningServer) -> None:
     with trio.fail_after(10):
         async with open_client(server, "alice") as alice, open_client(server, "bob") as bob:

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 import cbor2
 import trio
 
+from imcore.wsclient import RawWebSocket
+from imcore.wsframes import OP_BINARY, OP_TEXT
 from tests.helpers.client import open_client, token
-from tools.wsload import OP_BINARY, OP_TEXT, RawWebSocket
 
 if TYPE_CHECKING:
     from imcore.server import RunningServer

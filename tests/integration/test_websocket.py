@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from imcore import wsframes
+from imcore.wsclient import RawWebSocket
+from imcore.wsframes import OP_CLOSE, OP_CONT, OP_PING, OP_TEXT
 from tests.helpers.client import token
-from tools.wsload import OP_CLOSE, OP_PING, OP_TEXT, RawWebSocket, client_frame
 
 if TYPE_CHECKING:
     from imcore.server import RunningServer
-
-OP_CONTINUATION = 0x0
 
 
 async def connect(server: RunningServer) -> RawWebSocket:
@@ -30,10 +30,8 @@ async def hello(ws: RawWebSocket, user: str = "alice") -> None:
 
 
 def fragment(data: bytes, first_opcode: int, fin: bool) -> bytes:
-    """A masked (zero key) frame that may be a fragment."""
-    head = (0x80 if fin else 0) | first_opcode
-    assert len(data) < 126
-    return struct.pack("!BB", head, 0x80 | len(data)) + b"\0\0\0\0" + data
+    """A client frame (masked) that may be a fragment."""
+    return wsframes.frame(data, first_opcode, masked=True, fin=fin)
 
 
 async def test_a_malformed_handshake_gets_400_and_the_server_carries_on(
@@ -58,8 +56,8 @@ async def test_a_fragmented_message_is_taken_whole(server: RunningServer) -> Non
         parts = [data[:5], data[5:12], data[12:]]
         await ws.stream.send_all(
             fragment(parts[0], OP_TEXT, fin=False)
-            + fragment(parts[1], OP_CONTINUATION, fin=False)
-            + fragment(parts[2], OP_CONTINUATION, fin=True)
+            + fragment(parts[1], OP_CONT, fin=False)
+            + fragment(parts[2], OP_CONT, fin=True)
         )
         (reply,) = await ws.receive()
         assert json.loads(reply) == {"op": "pong", "id": 7, "ts": 0}
@@ -69,9 +67,9 @@ async def test_a_fragmented_message_is_taken_whole(server: RunningServer) -> Non
 async def test_a_ping_is_answered_with_its_payload(server: RunningServer) -> None:
     with trio.fail_after(10):
         ws = await connect(server)
-        await ws.stream.send_all(client_frame(b"are you there", OP_PING))
+        await ws.stream.send_all(wsframes.frame(b"are you there", OP_PING, masked=True))
         await hello(ws)  # the pong is read (and dropped) by the client on the way
-        await ws.stream.send_all(client_frame(b"again", OP_PING))
+        await ws.stream.send_all(wsframes.frame(b"again", OP_PING, masked=True))
         raw = await ws.stream.receive_some(4096)
         assert raw == b"\x8a\x05again"  # final pong, unmasked, same payload
         await ws.aclose()
@@ -83,7 +81,9 @@ async def test_the_clients_close_is_answered_with_its_code_then_the_server_hangs
     with trio.fail_after(10):
         ws = await connect(server)
         await hello(ws)
-        await ws.stream.send_all(client_frame(struct.pack("!H", 4321) + b"bye", OP_CLOSE))
+        await ws.stream.send_all(
+            wsframes.frame(struct.pack("!H", 4321) + b"bye", OP_CLOSE, masked=True)
+        )
         received = b""
         while chunk := await ws.stream.receive_some(4096):
             received += chunk
@@ -96,7 +96,7 @@ async def test_a_client_that_vanishes_mid_frame_is_dropped(server: RunningServer
     with trio.fail_after(10):
         ws = await connect(server)
         await hello(ws)
-        await ws.stream.send_all(client_frame(b"x" * 200, OP_TEXT)[:50])
+        await ws.stream.send_all(wsframes.frame(b"x" * 200, OP_TEXT, masked=True)[:50])
         await ws.aclose()
         other = await connect(server)
         await hello(other, "bob")

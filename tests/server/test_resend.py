@@ -16,7 +16,7 @@ from .test_timeouts import hello, start
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tools.wsload import RawWebSocket
+    from imcore.wsclient import RawWebSocket
 
 DM = "dm:alice:bob"
 

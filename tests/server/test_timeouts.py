@@ -11,14 +11,16 @@ import trio.testing
 
 from imcore.config import build
 from imcore.server import serve
+from imcore.wsframes import OP_TEXT
 from tests.helpers.client import token
 from tests.helpers.core import SECRET
 from tests.helpers.files import InlineFiles
 from tests.helpers.memory import MemoryListener, open_memory_client, open_raw_client
-from tools.wsload import OP_TEXT, RawWebSocket
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from imcore.wsclient import RawWebSocket
 
 
 async def start(nursery: trio.Nursery, tmp_path: Path, **settings: object) -> MemoryListener:

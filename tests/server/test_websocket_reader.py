@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto import ConnectionType
 from wsproto.connection import Connection as Protocol
-from wsproto.events import CloseConnection, Ping
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from imcore.server.websocket import Reader, Received
+from imcore.wsframes import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 
-OP_CONT, OP_TEXT, OP_BINARY, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x9, 0xA
 MAX = 100_000
 
 
@@ -41,12 +41,38 @@ def reader(max_message: int = MAX) -> Reader:
     return Reader(Protocol(ConnectionType.SERVER), max_message)
 
 
-def by_wsproto_alone(data: bytes, cuts: list[int]) -> list[Received]:
-    """What wsproto alone makes of `data` read in the same pieces."""
-    r = reader()
+def by_wsproto_alone(data: bytes, cuts: list[int], max_message: int) -> list[Received]:
+    """What a bare wsproto connection makes of `data` read in the same pieces, in the shapes
+    `Reader` gives: the oracle for the reader, sharing none of its code.
+
+    wsproto itself hands a message over in pieces and knows no size limit, so three rules of
+    the reader's are written out here: a message's pieces are joined into one str or bytes;
+    a message that grows past `max_message` bytes (of UTF-8, for text) reads, where it does,
+    as `CloseConnection(1009, "message too big")`; after any close, messages are dropped
+    and control frames still count.
+    """
+    protocol = Protocol(ConnectionType.SERVER)
     out: list[Received] = []
+    pieces: list[bytes] = []  # of the message under way
+    size = 0
+    closed = False
     for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
-        out += r._to_wsproto(data[a:b])
+        protocol.receive_data(data[a:b])
+        for event in protocol.events():
+            if isinstance(event, (Ping, Pong, CloseConnection)):
+                out.append(event)
+                closed = closed or isinstance(event, CloseConnection)
+            elif isinstance(event, (TextMessage, BytesMessage)) and not closed:
+                piece = event.data.encode() if isinstance(event, TextMessage) else bytes(event.data)
+                pieces.append(piece)
+                size += len(piece)
+                if size > max_message:
+                    out.append(CloseConnection(1009, "message too big"))
+                    closed = True
+                elif event.message_finished:
+                    whole = b"".join(pieces)
+                    out.append(whole.decode() if isinstance(event, TextMessage) else whole)
+                    pieces, size = [], 0
     return out
 
 
@@ -88,18 +114,26 @@ def messages(draw: st.DrawFn) -> bytes:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(messages(), min_size=1, max_size=12), st.data())
+@given(
+    st.lists(messages(), min_size=1, max_size=12),
+    st.one_of(st.just(MAX), st.integers(min_value=4, max_value=80_000)),
+    st.data(),
+)
 def test_any_frames_cut_anywhere_read_as_wsproto_reads_them(
-    frames: list[bytes], data: st.DataObject
+    frames: list[bytes], max_message: int, data: st.DataObject
 ) -> None:
     stream = b"".join(frames)
     cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, len(stream) - 1)), max_size=8))))
     cuts = [c for c in cuts if 0 < c < len(stream)]
-    r = reader()
-    assert fed(stream, cuts, r) == by_wsproto_alone(stream, cuts)
-    # Whole frames, every message complete: the next plain frame is taken here again.
-    assert not r._with_wsproto
-    assert r.feed(frame(b"next", OP_BINARY)) == [b"next"]
+    expected = by_wsproto_alone(stream, cuts, max_message)
+    r = reader(max_message)
+    assert fed(stream, cuts, r) == expected
+    if any(isinstance(e, CloseConnection) for e in expected):
+        assert r.feed(frame(b"next", OP_BINARY)) == []  # 1009: no message is taken after it
+    else:
+        # Whole frames, every message complete: the next plain frame is taken here again.
+        assert not r._with_wsproto
+        assert r.feed(frame(b"next", OP_BINARY)) == [b"next"]
 
 
 def test_a_plain_frame_is_unmasked_and_split_reads_are_joined() -> None:

@@ -1,13 +1,16 @@
-"""A minimal, fast WebSocket client for load generators (RFC 6455, client side only).
+"""A minimal, fast WebSocket client (RFC 6455, client side only), for the load generators
+in tools/ and for the tests that need a client that does exactly what they say.
 
 A load generator must not be slower than the server it measures. trio-websocket spends
 tens of microseconds per message; this client parses server frames straight from the
-socket buffer and masks its own frames with a zero key (a valid mask that leaves the
-payload as is), so a generator process can keep up with many times more messages.
-On a socket it reads and writes as the server does: a read waits for the socket first
-(trio's `receive_some` tries it first, and a client waiting for its next message mostly
-finds nothing), and a write goes straight to a socket with room.
-Pings are answered; permessage-deflate is never offered.
+socket buffer (`wsframes.parse`) and masks its own frames with a zero key (a valid mask
+that leaves the payload as is), so a generator process can keep up with many times more
+messages. On a socket it reads and writes as the server does: a read waits for the socket
+first (trio's `receive_some` tries it first, and a client waiting for its next message
+mostly finds nothing), and a write goes straight to a socket with room (`write_some`, which
+the server's writer uses too). Pings are answered unless `answer_pings` is false;
+permessage-deflate is never offered. It checks nothing the server sends: it is for load
+and for tests, not for peers it cannot trust.
 """
 
 from __future__ import annotations
@@ -18,21 +21,21 @@ import struct
 
 import trio
 
-from imcore.server.websocket import write_some
-
-OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+from .wsframes import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, frame, parse
 
 
-def client_frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
-    """One final, masked frame (mask key 0000)."""
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    return head + b"\x00\x00\x00\x00" + payload
+def write_some(fd: int, data: bytes) -> int:
+    """Write what the non-blocking socket `fd` takes now; how many bytes that was.
+
+    Raises:
+        trio.BrokenResourceError: the connection is lost.
+    """
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        raise trio.BrokenResourceError(str(exc)) from exc
 
 
 class RawWebSocket:
@@ -72,6 +75,7 @@ class RawWebSocket:
     async def connect(
         cls, host: str, port: int, path: str = "/ws", subprotocol: str | None = None
     ) -> RawWebSocket:
+        """Connect to `host:port` and do the opening handshake for `path`."""
         stream = await trio.open_tcp_stream(host, port)
         return await cls.handshake(stream, f"{host}:{port}", path, subprotocol)
 
@@ -106,10 +110,12 @@ class RawWebSocket:
         return cls(stream, rest)
 
     async def send(self, payload: bytes, opcode: int = OP_BINARY) -> None:
-        await self._send_all(client_frame(payload, opcode))
+        """Send one message (or control frame) in one frame."""
+        await self._send_all(frame(payload, opcode, masked=True))
 
     async def send_many(self, payloads: list[bytes], opcode: int = OP_BINARY) -> None:
-        await self._send_all(b"".join(client_frame(p, opcode) for p in payloads))
+        """Send a frame for each payload, all in one write."""
+        await self._send_all(b"".join(frame(p, opcode, masked=True) for p in payloads))
 
     async def receive(self) -> list[bytes]:
         """Every whole data message available after at least one more read.
@@ -131,37 +137,23 @@ class RawWebSocket:
             self._buf += chunk
 
     def _parse(self) -> tuple[list[bytes], bytes]:
-        buf, pos = self._buf, 0
+        frames, used = parse(self._buf)
+        del self._buf[:used]
         out: list[bytes] = []
         replies: list[bytes] = []
-        while len(buf) - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            n, head = b1 & 0x7F, 2
-            if n == 126:
-                if len(buf) - pos < 4:
-                    break
-                n, head = struct.unpack_from("!H", buf, pos + 2)[0], 4
-            elif n == 127:
-                if len(buf) - pos < 10:
-                    break
-                n, head = struct.unpack_from("!Q", buf, pos + 2)[0], 10
-            if len(buf) - pos < head + n:
-                break
-            payload = bytes(buf[pos + head : pos + head + n])
-            pos += head + n
-            opcode = b0 & 0x0F
+        for opcode, payload in frames:
             if opcode in (OP_TEXT, OP_BINARY):
                 out.append(payload)  # the server never fragments
             elif opcode == OP_PING:
                 self.pings += 1
                 if self.answer_pings:
-                    replies.append(client_frame(payload, OP_PONG))
+                    replies.append(frame(payload, OP_PONG, masked=True))
             elif opcode == OP_CLOSE:
                 self.closed_code = (
                     struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
                 )
-        del buf[:pos]
         return out, b"".join(replies)
 
     async def aclose(self) -> None:
+        """Close the stream, without a closing handshake."""
         await self.stream.aclose()
