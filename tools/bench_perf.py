@@ -10,7 +10,10 @@ generators run in separate processes pinned to CPU 1. Every row gives the server
 seconds per delivery, deliveries/s, ack and end-to-end latency (the send time travels in
 the body), the server's RSS and the generator's CPU, and says when the generator was the
 limit. The last column is imcore's figure as a ratio to the floor's. `--only imcore` or
-`--only floor` runs one side. Figures go in docs/benchmarks.md; never run as a test.
+`--only floor` runs one side. `--baseline DIR --rounds N` instead runs this imcore and the
+imcore of another checkout (DIR, with its own `.venv`) in turns, N rounds each, with the same
+generator, and prints their ratio: a before/after comparison in one run. Figures go in
+docs/benchmarks.md; never run as a test.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import re
 import resource
 import select
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -478,9 +482,15 @@ class Generator:
         return result
 
 
+#: The checkout whose imcore runs as the "baseline" target (`--baseline`).
+BASELINE: list[Path] = []
+
+
 def start_server(target: str, tmp: str) -> Server | Floor:
     if target == "floor":
         return Floor("0")
+    if target == "baseline":
+        return Server(Path(tmp), "0", *SERVER_ARGS, bin_dir=BASELINE[0] / ".venv" / "bin")
     return Server(Path(tmp), "0", *SERVER_ARGS)
 
 
@@ -523,9 +533,27 @@ def measure(target: str, specs: list[dict[str, Any]], stop_first: bool = False) 
     return row
 
 
+def _median_ratio(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
+    """This imcore's median figure over the baseline's, for each numeric key."""
+    ratio: dict[str, Any] = dict.fromkeys(keys, "")
+    ratio["server"] = "imcore/baseline (medians)"
+    for k in keys:
+        mine = [r[k] for r in rows if r["server"] == "imcore" and _numeric(r.get(k))]
+        theirs = [r[k] for r in rows if r["server"] == "baseline" and _numeric(r.get(k))]
+        if mine and theirs and statistics.median(theirs):
+            ratio[k] = statistics.median(mine) / statistics.median(theirs)
+    return ratio
+
+
+def _numeric(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def compare(rows: list[dict[str, Any]], keys: list[str]) -> None:
     """Print the rows' `keys`, and imcore's figures as a ratio to the floor's."""
     table = [{k: r.get(k, "") for k in ["server", *keys]} for r in rows]
+    if any(r["server"] == "baseline" for r in rows):
+        table += [_median_ratio(rows, keys)]
     by = {r["server"]: r for r in rows}
     if "imcore" in by and "floor" in by:
         ratio: dict[str, Any] = {"server": "imcore/floor"}
@@ -539,6 +567,8 @@ def compare(rows: list[dict[str, Any]], keys: list[str]) -> None:
 
 
 def targets(args: argparse.Namespace) -> list[str]:
+    if args.baseline:  # in turns, so drift and noise fall on both alike
+        return ["baseline", "imcore"] * args.rounds
     return [args.only] if args.only else ["imcore", "floor"]
 
 
@@ -634,6 +664,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", choices=["imcore", "floor"])
+    parser.add_argument("--baseline", type=Path, help="another checkout to compare with")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each, with --baseline")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("fanout")
     p.add_argument("--members", type=int, default=1000)
@@ -659,6 +691,10 @@ def main() -> None:
     p.add_argument("--hold", type=float, default=60)
     p.set_defaults(run=conns)
     args = parser.parse_args()
+    if args.baseline:
+        if not (args.baseline / ".venv" / "bin" / "imcore").exists():
+            parser.error(f"{args.baseline} has no .venv/bin/imcore (run make venv there)")
+        BASELINE.append(args.baseline.resolve())
     args.run(args)
 
 

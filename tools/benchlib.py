@@ -27,10 +27,11 @@ def pinned(cpus: str | None, command: list[str]) -> list[str]:
 
 
 class Server:
-    """`imcore serve` as a subprocess, for measuring; stopped with SIGTERM."""
+    """`imcore serve` as a subprocess, for measuring; stopped with SIGTERM. `bin_dir`: the
+    virtual environment's bin/ to run it from (another checkout's, for a baseline)."""
 
-    def __init__(self, data_dir: Path, cpus: str | None, *args: str) -> None:
-        command = [str(BIN / "imcore"), "serve", "--port", "0", "--admin-port", "0"]
+    def __init__(self, data_dir: Path, cpus: str | None, *args: str, bin_dir: Path = BIN) -> None:
+        command = [str(bin_dir / "imcore"), "serve", "--port", "0", "--admin-port", "0"]
         command += ["--data-dir", str(data_dir)]
         command += ["--auth-secret", SECRET, "--log-level", "warning", *args]
         self.process = subprocess.Popen(
