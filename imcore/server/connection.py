@@ -114,7 +114,7 @@ class Connection:
     def send(self, frame: ServerFrame | None) -> None:
         """Queue a reply for this connection alone."""
         if frame is not None:
-            self.outbox.put_nowait(preframe(self.codec.encode(frame)))
+            self._queue(preframe(self.codec.encode(frame)))
             metrics = self.server.metrics
             metrics.frame_out(frame)
             if isinstance(frame, Error):
@@ -128,6 +128,11 @@ class Connection:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
         elif seq and self.session.pushed(conv, seq, now_ms):
             self._schedule()  # a resend deadline: it may come before the others
+
+    def _queue(self, frame: bytes) -> None:
+        """A reply or control frame; one that does not fit closes with 4008, as a push."""
+        if not self.outbox.put_nowait(frame):
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     def close(self, code: int, reason: str) -> None:
         """Close this connection with `code`; see the module. Does nothing once closing."""
@@ -186,7 +191,7 @@ class Connection:
                         effects = [Write(Error.from_exc(exc))]
                     self._carry_out(effects)
                 elif isinstance(received, Ping):
-                    self.outbox.put_nowait(ws.pong(received))
+                    self._queue(ws.pong(received))
                 elif isinstance(received, Pong):
                     session.heard(server.now_ms())
                 elif isinstance(received, ClientClose):
@@ -257,7 +262,7 @@ class Connection:
                 case Close(code, reason):
                     self._closing(code, reason)
                 case SendPing():
-                    self.outbox.put_nowait(self.ws.ping())
+                    self._queue(self.ws.ping())
                 case Drop():
                     self._stop()
 

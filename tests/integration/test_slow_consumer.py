@@ -177,3 +177,16 @@ async def test_a_slow_reader_leaves_at_once_gets_4008_after_its_frames_and_loses
             assert len(got) + len(missed) == MESSAGES
             assert missed == ["storm"] * len(missed)
             print(f"slow read {len(got)} of the storm before 4008 and synced {len(missed)}")
+
+
+async def test_a_client_that_asks_and_does_not_read_its_answers_is_closed_4008_too(
+    small_outboxes: object, server: RunningServer
+) -> None:
+    with trio.fail_after(30):
+        async with open_client(server, "bob") as bob:
+            for i in range(20):
+                await bob.request(op="send", conv="dm:bob:slow", cmid=f"m{i}", body=BODY_PAD)
+        async with open_client(server, "slow", rcvbuf=RCVBUF) as slow:
+            for i in range(200):  # ~80 KB answers, none of them read
+                await slow.send_frame(op="sync", id=i, conv="dm:bob:slow", after=0)
+            assert await slow.closed_with() == 4008
