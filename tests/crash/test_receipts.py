@@ -132,9 +132,10 @@ async def _receive_until_killed(
                 push = await alice.next_push()
                 if push["op"] in ("delivered", "read"):
                     pushes.append(push)
-                    delivered += push["op"] == "delivered"
+                if push["op"] == "delivered":
+                    delivered += 1
                     if delivered == SHOWN:
-                        server.kill()  # whatever was pushed until now must survive
+                        server.kill()  # once: whatever was pushed until now must survive
         except trio_websocket.ConnectionClosed:
             pass
         nursery.cancel_scope.cancel()

@@ -126,6 +126,13 @@ async def open_ws(
     server closes first, which would leak a socket per test. The client reads from the
     socket only while the test takes its messages (trio-websocket queues one), so a test
     that stops taking them stops reading.
+
+    So is trio-websocket's reader task ours to end. It may be parked handing a message to
+    that queue of one when the test closes, and `aclose()` (trio-websocket 0.12.2) wakes it
+    only if its close frame goes out: when the peer has reset the connection (a server
+    killed with bytes unread), the send fails, the queue stays open, and the reader and
+    this nursery would wait forever. Once the stream is closed the reader has nothing left
+    to do, so it is cancelled.
     """
     async with trio.open_nursery() as nursery:
         stream = await _connect(server.port, rcvbuf)
@@ -143,6 +150,7 @@ async def open_ws(
                 await ws.aclose()
         finally:
             await stream.aclose()
+            nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
