@@ -567,8 +567,9 @@ def compare(rows: list[dict[str, Any]], keys: list[str]) -> None:
 
 
 def targets(args: argparse.Namespace) -> list[str]:
-    if args.baseline:  # in turns, so drift and noise fall on both alike
-        return ["baseline", "imcore"] * args.rounds
+    if args.baseline:  # in turns (ABBA...), so drift and noise fall on both alike
+        pairs = [["baseline", "imcore"], ["imcore", "baseline"]]
+        return [t for i in range(args.rounds) for t in pairs[i % 2]]
     return [args.only] if args.only else ["imcore", "floor"]
 
 

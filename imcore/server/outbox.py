@@ -30,7 +30,7 @@ class Outbox:
     """A bounded queue of encoded frames, ended by a close.
 
     Args:
-        max_frames: frames queued or in flight at most.
+        max_frames: frames queued at most (not counting the writer's batch in flight).
         max_bytes: bytes queued or in flight at most; one frame larger than this is still
             accepted into an empty queue, so a large reply is never refused.
         write_now: writes what the socket takes without waiting and says how many bytes
@@ -57,9 +57,11 @@ class Outbox:
         self.max_bytes = max_bytes
         self._items: list[Payload] = []
         self._bytes = 0
-        # The writer's current batch: taken from the queue but not yet on the socket. It
-        # counts against the bounds, or a client that reads a little now and then would
-        # hold up to twice `max_bytes` (a batch in flight, and a full queue behind it).
+        # The writer's current batch: taken from the queue but not yet on the socket. Its
+        # bytes count against `max_bytes`, or a client that reads a little now and then
+        # would hold up to twice that (a batch in flight, and a full queue behind it).
+        # Frames in flight do not count against `max_frames`: that bounds the queue's
+        # length, and counting a reader's batch twice halved what a busy one may lag.
         self._flight_frames = 0
         self._flight_bytes = 0
         self._partial = False  # the first item is the rest of a frame partly written already
@@ -84,9 +86,9 @@ class Outbox:
                 return True
             payloads, size, self._partial = [data[sent:]], size - sent, sent > 0
         # One admission rule: a single frame always fits an empty queue (a large reply is
-        # never refused); anything else must fit both bounds, with what is in flight.
+        # never refused); anything else must fit both bounds, the bytes with what is in flight.
         if (items or len(payloads) > 1) and (
-            self._flight_frames + len(items) + len(payloads) > self.max_frames
+            len(items) + len(payloads) > self.max_frames
             or self._flight_bytes + self._bytes + size > self.max_bytes
         ):
             return False
