@@ -121,9 +121,8 @@ class Connection:
                 metrics.errors.labels(frame.code).inc()
 
     def push(self, frames: list[bytes], size: int, conv: str, seq: int, now_ms: int) -> None:
-        """Frames from the fan-out (`Recipient`). Too many queued closes with 4008."""
-        if self.close_code is not None:
-            return
+        """Frames from the fan-out (`Recipient`). Too many queued closes with 4008. (Once
+        closing, the outbox takes nothing, and a resend noted then never comes due.)"""
         if not self.outbox.put(frames, size):
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
         elif seq and self.session.pushed(conv, seq, now_ms):

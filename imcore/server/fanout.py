@@ -133,16 +133,19 @@ class PushJob:
                     payloads = [preframe(codec.encode(d.frame)) for d in self._run]
                     frames = self._frames = (payloads, sum(map(len, payloads)))
                 payloads, size = frames
-                end = min(len(targets), self._at + budget)
-                for recipient in targets[self._at : end]:
-                    if exclude_user is not None and recipient.user == exclude_user:
-                        continue
-                    if exclude_device is not None and (
-                        (recipient.user, recipient.device) == exclude_device
-                    ):
-                        continue
-                    recipient.push(payloads, size, conv, seq, self._now)
-                    self.sent += 1
+                end, now = min(len(targets), self._at + budget), self._now
+                if exclude_user is None and exclude_device is None:  # the hot path
+                    for recipient in targets[self._at : end]:
+                        recipient.push(payloads, size, conv, seq, now)
+                    self.sent += end - self._at
+                else:
+                    for recipient in targets[self._at : end]:
+                        if recipient.user == exclude_user or (
+                            (recipient.user, recipient.device) == exclude_device
+                        ):
+                            continue
+                        recipient.push(payloads, size, conv, seq, now)
+                        self.sent += 1
                 budget -= end - self._at
                 self._at = end
                 if end < len(targets):
