@@ -78,8 +78,15 @@ class Wal:
         if self._pending is not None:
             first, size = self._pending
             self._fd = self.files.open_append(segment_path(self.directory, first), create=False)
-            self._segment_first, self._segment_size = first, size
             self._pending = None
+            if size < len(SEGMENT_MAGIC):
+                # Created just before a crash, before its magic (recovery cut any part of
+                # the magic off as a torn tail): records appended without it would make a
+                # segment the next recovery refuses.
+                self.files.write(self._fd, SEGMENT_MAGIC)
+                self.files.fsync(self._fd)
+                size = len(SEGMENT_MAGIC)
+            self._segment_first, self._segment_size = first, size
         else:
             self._start_segment(first_lsn)
 

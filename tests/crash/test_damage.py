@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
 import trio
 
 from imcore.core import CursorRecord, DeliveredRecord, Event
@@ -101,6 +102,35 @@ async def test_a_torn_tail_is_dropped_with_a_warning(tmp_path: Path) -> None:
         assert code == 0, log
         assert "torn tail truncated" in log
         assert "dropped_bytes=17" in log
+
+
+@pytest.mark.parametrize("written", [b"", SEGMENT_MAGIC[:3]], ids=["empty", "part-of-magic"])
+async def test_a_segment_created_just_before_a_crash_is_started_again(
+    tmp_path: Path, written: bytes
+) -> None:
+    """A kill between creating a new segment and writing its magic leaves an empty file
+    as the log's last segment. The next server must write the magic before its records:
+    appending records to the empty file made a log that the one after refused."""
+    server = ServerProcess(tmp_path)
+    with trio.fail_after(60):
+        try:
+            await send_some(await server.start(), 0, 5)
+        finally:
+            server.kill()
+            await server.exit()
+        # the next segment, created, then the crash
+        segment_path(wal_dir(tmp_path), 6).write_bytes(written)
+        for start in (5, 8):  # a server on that directory, then one after it
+            again = ServerProcess(tmp_path)
+            try:
+                running = await again.start()
+                assert await cmids(running) == [f"m{i}" for i in range(start)]
+                await send_some(running, start, 3)
+            finally:
+                again.kill()
+                await again.exit()
+        verified = await run_admin("verify", "--data-dir", str(tmp_path))
+        assert verified.returncode == 0, verified.stdout.decode()
 
 
 async def test_a_damaged_snapshot_falls_back_to_the_previous_one(tmp_path: Path) -> None:
