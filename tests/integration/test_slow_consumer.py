@@ -187,6 +187,12 @@ async def test_a_client_that_asks_and_does_not_read_its_answers_is_closed_4008_t
             for i in range(20):
                 await bob.request(op="send", conv="dm:bob:slow", cmid=f"m{i}", body=BODY_PAD)
         async with open_client(server, "slow", rcvbuf=RCVBUF) as slow:
-            for i in range(200):  # ~80 KB answers, none of them read
-                await slow.send_frame(op="sync", id=i, conv="dm:bob:slow", after=0)
-            assert await slow.closed_with() == 4008
+            code = None
+            try:
+                for i in range(200):  # ~80 KB answers, none of them read
+                    await slow.send_frame(op="sync", id=i, conv="dm:bob:slow", after=0)
+            except trio_websocket.ConnectionClosed as closed:  # it may come before the last
+                code = None if closed.reason is None else closed.reason.code
+            else:
+                code = await slow.closed_with()
+            assert code == 4008
