@@ -16,7 +16,8 @@ table), so both keys are (uint32 conv, uint64 seq).
 - SQLite: `events(conv INTEGER, seq INTEGER, sender TEXT, cmid TEXT, row BLOB,
   PRIMARY KEY (conv, seq)) WITHOUT ROWID`, an index on (conv, sender, cmid) for dedup, WAL
   journal, synchronous=NORMAL (imcore's own WAL is the commit point; the store is a
-  checkpoint target: a crash may lose the last transactions, never its consistency).
+  checkpoint target: a crash may lose the last transactions, never its consistency), a
+  64 MiB page cache.
 - LMDB: one key per event, `>IQ` (conv, seq); a second named database maps
   conv + sender + NUL + cmid to the seq; writemap, metasync off (the same promise as above:
   consistent after a crash, the last transactions possibly gone), a sparse map of
@@ -61,6 +62,7 @@ BIG_CONV = 0  # the group that takes BIG_SHARE of all events
 BIG_SHARE = 0.10
 BIG_MEMBERS = 200
 PAGE = 100  # events per `sync` page (the protocol's default limit)
+SQLITE_CACHE_KIB = 64 * 1024
 SEED = 16  # the number: the same events every run
 
 
@@ -126,6 +128,10 @@ class SqliteStore:
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # 64 MiB of page cache instead of the default 2 MiB: the checkpoint's batches land
+        # all over the tree (every conversation), and with 2 MiB the write rate halved
+        # between 200,000 and 1,000,000 events. LMDB's cache is the OS's page cache.
+        self.db.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS events (conv INTEGER NOT NULL, seq INTEGER NOT NULL,"
             " sender TEXT NOT NULL, cmid TEXT, row BLOB NOT NULL,"
