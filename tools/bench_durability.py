@@ -33,13 +33,13 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imcore.core import Chat, Limits, auth
-from imcore.core.frames import Event
 from imcore.core.snapshot import SnapshotEncoder
 from imcore.server.layout import snapshot_dir, snapshot_path, wal_dir
 from imcore.wsclient import RawWebSocket
 from tools.benchlib import (
     SECRET,
     Server,
+    message_event,
     percentile,
     pinned,
     print_table,
@@ -256,21 +256,9 @@ def build_state(events: int, convs: int) -> tuple[Chat, int]:
         conv = f"dm:u{2 * c}:u{2 * c + 1}"
         for s in range(1, per_conv + 1):
             ts = chat.clock.tick()
-            body = {"text": f"message {s} of {conv}", "n": s}
-            body_bytes += len(json.dumps(body))
-            sender = f"u{2 * c + s % 2}"
-            chat.apply(
-                Event(
-                    conv=conv,
-                    seq=s,
-                    ts=ts,
-                    sender=sender,
-                    dev="phone",
-                    at=1_796_000_000_000 + ts,
-                    cmid=f"c{s}",
-                    body=body,
-                )
-            )
+            event, size = message_event(conv, s, ts, f"u{2 * c + s % 2}")
+            body_bytes += size
+            chat.apply(event)
             lsn += 1
     return chat, body_bytes
 

@@ -34,7 +34,6 @@ big conversation. The process pins itself to `--cpu` (as `taskset -c`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -51,9 +50,8 @@ import cbor2
 import lmdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from imcore.core.frames import Event
 from imcore.core.records import event_to_row
-from tools.benchlib import percentile, print_table
+from tools.benchlib import message_event, percentile, print_table
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -90,20 +88,9 @@ def make_events(events: int, convs: int) -> tuple[list[Item], dict[int, int], in
             name, sender = "g:big", f"m{rng.randrange(BIG_MEMBERS)}"
         else:
             name, sender = f"dm:u{2 * c}:u{2 * c + 1}", f"u{2 * c + seq % 2}"
-        body = {"text": f"message {seq} of {name}", "n": seq}
-        body_bytes += len(json.dumps(body))
-        cmid = f"c{seq}"
-        event = Event(
-            conv=name,
-            seq=seq,
-            ts=ts,
-            sender=sender,
-            dev="phone",
-            at=1_796_000_000_000 + ts,
-            cmid=cmid,
-            body=body,
-        )
-        items.append(Item(c, seq, sender, cmid, cbor2.dumps(event_to_row(event))))
+        event, size = message_event(name, seq, ts, sender)
+        body_bytes += size
+        items.append(Item(c, seq, sender, event.cmid or "", cbor2.dumps(event_to_row(event))))
     return items, heads, body_bytes
 
 

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from imcore.core.frames import Event
+
 BIN = Path(sys.executable).parent
 SECRET = "benchmark-secret-benchmark-secret-benchmark"
 LISTENING = re.compile(r"imcore listening on ws://([\d.]+):(\d+)/ws")
@@ -116,3 +118,20 @@ def _fmt(value: Any) -> str:
 
 def now() -> float:
     return time.perf_counter()
+
+
+def message_event(conv: str, seq: int, ts: int, sender: str) -> tuple[Event, int]:
+    """The synthetic message the benchmarks store, and its body's size as JSON (bytes):
+    ~48-byte bodies from a phone, the same in every benchmark that builds history."""
+    body = {"text": f"message {seq} of {conv}", "n": seq}
+    event = Event(
+        conv=conv,
+        seq=seq,
+        ts=ts,
+        sender=sender,
+        dev="phone",
+        at=1_796_000_000_000 + ts,
+        cmid=f"c{seq}",
+        body=body,
+    )
+    return event, len(json.dumps(body))
