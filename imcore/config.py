@@ -40,6 +40,8 @@ class Config:
     admin_host: str = "127.0.0.1"
     admin_port: int = 8766
     shards: int = 16  # fan-out ordering domains
+    hot_tail_bytes: int = 64 * 1024 * 1024  # recent events kept in memory, all together
+    retention_interval_s: float = 60.0  # how often retention moves floors
     log_level: str = "info"
     log_format: str = "text"  # text (key=value) | json
     limits: Limits = field(default_factory=Limits)

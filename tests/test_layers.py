@@ -19,6 +19,9 @@ CORE = ROOT / "imcore" / "core"
 PURE = [ROOT / "imcore" / "wsframes.py"]
 ALLOWED = {
     "__future__",
+    "array",
+    "bisect",
+    "hashlib",
     "collections",
     "dataclasses",
     "enum",

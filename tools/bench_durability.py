@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imcore.core import Chat, Limits, auth
 from imcore.core.snapshot import SnapshotEncoder
 from imcore.server.layout import snapshot_dir, snapshot_path, wal_dir
+from imcore.server.store import HistoryStore, store_path
 from imcore.wsclient import RawWebSocket
 from tools.benchlib import (
     SECRET,
@@ -263,14 +264,22 @@ def build_state(events: int, convs: int) -> tuple[Chat, int]:
     return chat, body_bytes
 
 
-def write_snapshot(chat: Chat, directory: Path, lsn: int) -> Path:
+def write_snapshot(chat: Chat, data_dir: Path, lsn: int) -> Path:
+    """The data directory a server would leave: the events in the store, the live state in
+    a snapshot."""
+    directory = snapshot_dir(data_dir)
     directory.mkdir(parents=True, exist_ok=True)
+    store = HistoryStore(store_path(data_dir))
+    store.write_events((e for conv in chat.conversation_ids() for e in chat.events(conv)), lsn)
+    store.sync()
+    store.close()
     encoder = SnapshotEncoder(lsn, chat.clock.value)
     path = snapshot_path(directory, lsn)
     with path.open("wb") as f:
         f.write(encoder.begin())
         for conv in chat.conversation_ids():
-            f.writelines(encoder.conversation(chat.capture(conv)))
+            f.write(encoder.conversation(chat.capture(conv)))
+        f.write(encoder.filter(chat.capture_filter()))
         f.write(encoder.end())
     return path
 
@@ -281,7 +290,7 @@ def restart(args: argparse.Namespace) -> None:
     built = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        write_snapshot(chat, snapshot_dir(data), args.events)
+        write_snapshot(chat, data, args.events)
         del chat
         started = time.perf_counter()
         server = Server(data, "0")
@@ -319,8 +328,18 @@ async def _stall(args: argparse.Namespace) -> dict[str, Any]:
         data = Path(tmp)
         wal = Wal(wal_dir(data), Files(), next_lsn=args.events + 1, segment=None, fsync="always")
         wal.durable_lsn = args.events
+
+        async def stored() -> int:
+            return int(args.events)
+
         snapshotter = Snapshotter(
-            chat, wal, snapshot_dir(data), Files(), every_records=10**9, interval_s=10**9
+            chat,
+            wal,
+            snapshot_dir(data),
+            Files(),
+            every_records=10**9,
+            interval_s=10**9,
+            store_sync=stored,
         )
         gaps: list[float] = []
         done = trio.Event()

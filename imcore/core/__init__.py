@@ -29,6 +29,7 @@ from .records import Record as Record
 from .session import Close as Close
 from .session import Drop as Drop
 from .session import Effect as Effect
+from .session import Fetch as Fetch
 from .session import Opened as Opened
 from .session import Publish as Publish
 from .session import SendPing as SendPing

@@ -37,12 +37,14 @@ from .frames import (
     TypingNotice,
 )
 from .frames import Error as ErrorFrame
+from .history import NOT_ASKED, Fetched, FindCmid, HotTail, NotAsked, ReadPage
 from .membership import Roster, check_create, joined, left
 from .presence import Presence
-from .records import CursorRecord, DeliveredRecord, Record
+from .records import CursorRecord, DeliveredRecord, FloorRecord, Record
 from .sequencer import Sequencer
 
 if TYPE_CHECKING:
+    from .dedup import FilterState
     from .limits import Limits
 
 #: spec §9: at most one typing notice per second per user and conversation.
@@ -108,12 +110,15 @@ class Chat:
 
     Args:
         limits: the limits to enforce.
+        tail_bytes: the byte budget of all hot tails together (`history.HotTail`); None
+            keeps every event in memory (a core without a store, as in unit tests).
     """
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, tail_bytes: int | None = None) -> None:
         self.limits = limits
         self.clock = LamportClock()
         self.sequencer = Sequencer(self.clock)
+        self.tail = HotTail(tail_bytes)
         self.cursors = Cursors()
         self.presence = Presence(limits.max_devices, limits.max_watch)
         self.read_only = False
@@ -124,13 +129,23 @@ class Chat:
     # --- writes -------------------------------------------------------------------------------
 
     def submit(
-        self, user: str, device: str, cmd: Send | Read | GroupCommand, now_ms: int
-    ) -> Outcome:
+        self,
+        user: str,
+        device: str,
+        cmd: Send | Read | GroupCommand,
+        now_ms: int,
+        stored: tuple[int, int] | NotAsked | None = NOT_ASKED,
+    ) -> Outcome | FindCmid:
         """Validate and sequence one write.
+
+        Args:
+            stored: for a `send`, the store's answer to the `FindCmid` this call
+                returned before for the same frame.
 
         Returns:
             The reply and the record to commit; `record` is None when nothing changes
-            (a dup send, a read cursor that would not move).
+            (a dup send, a read cursor that would not move). Or, for a send whose cmid the
+            filter cannot rule out, the query to answer before calling again.
 
         Raises:
             ImcoreError: the write is refused; nothing changed.
@@ -139,18 +154,31 @@ class Chat:
             raise Unavailable("the server cannot write to its log; reads still work")
         match cmd:
             case Send():
-                return self._send(user, device, cmd, now_ms)
+                return self._send(user, device, cmd, now_ms, stored)
             case Read():
                 return self._read(user, device, cmd)
             case _:
                 return self._group(user, device, cmd, now_ms)
 
-    def _send(self, user: str, device: str, cmd: Send, now_ms: int) -> Outcome:
+    def _send(
+        self,
+        user: str,
+        device: str,
+        cmd: Send,
+        now_ms: int,
+        stored: tuple[int, int] | NotAsked | None,
+    ) -> Outcome | FindCmid:
         conv = cmd.conv
         ts_hint = None if cmd.ts is None else self.clock.check(cmd.ts)
         # A retry is answered before membership is checked: a sender removed since its
-        # first try still learns that the message was stored (spec §4).
-        first = self.sequencer.find(conv, user, cmd.cmid)
+        # first try still learns that the message was stored (spec §4). The exact index is
+        # asked again after a store lookup: a retry may have been sequenced meanwhile.
+        sequencer = self.sequencer
+        first = sequencer.find(conv, user, cmd.cmid)
+        if first is None and not isinstance(stored, NotAsked):
+            first = stored
+        elif first is None and sequencer.may_be_stored(conv, user, cmd.cmid):
+            return FindCmid(conv, user, cmd.cmid)
         if first is not None:
             seq, ts = first
             return Outcome(Ack(conv=conv, cmid=cmd.cmid, seq=seq, ts=ts, dup=True, id=cmd.id))
@@ -235,8 +263,8 @@ class Chat:
             return Outcome(reply, DeliveredRecord(conv, user, device, cmd.seq))
         return None if reply is None else Outcome(reply)
 
-    def apply(self, record: Record) -> Deliveries | None:
-        """Make a committed record visible.
+    def apply(self, record: Record, lsn: int = 0) -> Deliveries | None:
+        """Make a committed record visible; `lsn` is where the log holds it.
 
         Returns:
             The push it causes, if any.
@@ -245,7 +273,14 @@ class Chat:
             return self._apply_read(record)
         if isinstance(record, DeliveredRecord):
             return self._apply_delivered(record)
+        if isinstance(record, FloorRecord):
+            self._apply_floor(record)
+            return None
         conv = record.conv
+        if record.cmid is not None:
+            # Before the check below: a fuzzy snapshot's conversation may hold an event
+            # its filter (captured apart) does not.
+            self.sequencer.committed(record)
         c = self._convs.get(conv)
         if c is None:
             c = self._convs[conv] = Conversation(conv, Roster() if ids.is_group(conv) else None)
@@ -257,9 +292,8 @@ class Chat:
             if change is not None and c.staged is not None:
                 c.staged.fold(change, record.sender)
         new = c.head == 0
-        for old in c.append(record, self.limits.retain_messages):
-            if old.cmid is not None:
-                self.sequencer.forget(conv, old.sender, old.cmid)
+        c.append(record)
+        self._forget(self.tail.added(c, record, lsn))
         added: tuple[str, ...] = ()
         removed: tuple[str, ...] = ()
         if change is not None:
@@ -298,6 +332,40 @@ class Chat:
         frame = Delivered(conv=conv, user=user, seq=record.seq)
         return Deliveries(conv, frame, Audience(frozenset({peer})))
 
+    def _apply_floor(self, record: FloorRecord) -> None:
+        c = self._convs.get(record.conv)
+        if c is not None:
+            dropped = c.retain_from(record.floor)
+            self.tail.dropped(dropped)
+            self._forget(dropped)
+
+    def retention_due(self) -> list[FloorRecord]:
+        """The floor moves that `retain_messages` calls for now (the server commits them
+        from time to time, so the store deletes in batches rather than an event a send)."""
+        keep = self.limits.retain_messages
+        if not keep:
+            return []
+        return [
+            FloorRecord(conv, c.head - keep + 1)
+            for conv, c in self._convs.items()
+            if c.head - c.floor + 1 > keep
+        ]
+
+    def floors(self) -> list[tuple[str, int]]:
+        """(conversation, floor) of every conversation with events: where retention by
+        age starts looking."""
+        return [(conv, c.floor) for conv, c in self._convs.items() if c.head > 0]
+
+    def stored(self, lsn: int) -> None:
+        """The history store holds every record up to `lsn`: tails may shrink to budget."""
+        self._forget(self.tail.stored(lsn))
+
+    def _forget(self, evicted: list[Event]) -> None:
+        forget = self.sequencer.forget
+        for e in evicted:
+            if e.cmid is not None:
+                forget(e.conv, e.sender, e.cmid)
+
     # --- snapshots -----------------------------------------------------------------------------
 
     def conversation_ids(self) -> list[str]:
@@ -309,10 +377,20 @@ class Chat:
         cursors = self.cursors
         return self._convs[conv].capture(cursors.reads(conv), cursors.delivered_all(conv))
 
+    def capture_filter(self) -> FilterState:
+        """The cmid filter, for a snapshot: captured after its conversations, so it holds
+        every cmid they hold."""
+        return self.sequencer.filter.to_state()
+
     def restore(self, state: ConversationState) -> None:
-        """Load one conversation from a snapshot (into a Chat that does not have it yet)."""
+        """Load one conversation from a snapshot (into a Chat that does not have it yet).
+        The events of an old-format state count towards its unread counters and the cmid
+        filter, and are not kept: the store holds them."""
         c = self._convs[state.conv] = Conversation.restore(state)
-        self.sequencer.restore(c)
+        self.sequencer.restore(state.conv, c.head)
+        for e in state.events:
+            if e.cmid is not None:
+                self.sequencer.committed(e)
         members = ids.dm_users(state.conv) if c.roster is None else c.roster.roles
         for user in members:
             self._user_convs.setdefault(user, set()).add(state.conv)
@@ -378,19 +456,43 @@ class Chat:
         return 1 if c is None else c.floor
 
     def events(self, conv: str) -> list[Event]:
-        """Every retained event of `conv`, in seq order."""
+        """The events of `conv` held in memory (its hot tail), in seq order."""
         c = self._convs.get(conv)
-        return [] if c is None else list(c.events.values())
+        return [] if c is None else list(c.tail)
 
     def retained(self) -> tuple[int, int]:
         """(conversations with events, events retained in all of them), without copying."""
         live = [c for c in self._convs.values() if c.head > 0]
-        return len(live), sum(len(c.events) for c in live)
+        return len(live), sum(c.head - c.floor + 1 for c in live)
 
-    def events_from(self, conv: str, first: int) -> list[Event]:
-        """The retained events of `conv` from seq `first` on (for resends)."""
+    def events_from(
+        self, conv: str, first: int, stored: Fetched | None = None
+    ) -> list[Event] | ReadPage:
+        """The retained events of `conv` from seq `first` on (for resends), or the query
+        for the part below the tail; call again with its answer as `stored`."""
         c = self._convs.get(conv)
-        return [] if c is None else list(c.events.values()[c.events.bisect_left(first) :])
+        if c is None:
+            return []
+        return self._assemble(c, max(first, c.floor), c.head, stored)
+
+    def _assemble(
+        self, c: Conversation, low: int, high: int, stored: Fetched | None
+    ) -> list[Event] | ReadPage:
+        """Events `low..high` of `c`: from the tail, and from `stored` (the store's answer)
+        below it; the query for the store when that part is missing."""
+        if low > high:
+            return []
+        tail = c.from_tail(low, high)
+        missing = (tail[0].seq if tail else high + 1) - low
+        if missing <= 0:
+            self.tail.hits += 1
+            return tail
+        if stored is not None and stored[0].high >= low + missing - 1:
+            # What the store had of it (all of it, unless the store is damaged). A query
+            # that ended lower was made before the tail shrank again: ask again.
+            return [e for e in stored[1] if low <= e.seq < low + missing] + tail
+        self.tail.misses += 1
+        return ReadPage(c.conv, low, low + missing - 1)
 
     def convs_of(self, user: str) -> frozenset[str]:
         """The conversations `user` is in, as committed."""
@@ -439,16 +541,22 @@ class Chat:
         out.sort(key=lambda s: (-s.ts_last, s.conv))
         return tuple(out)
 
-    def sync(self, user: str, cmd: Sync) -> Batch:
-        """A page of history (spec §8).
+    def sync(self, user: str, cmd: Sync, stored: Fetched | None = None) -> Batch | ReadPage:
+        """A page of history (spec §8), or the query for the part of it only the store
+        has; call again with its answer as `stored`.
 
         Raises:
             Forbidden, NotFound: not a member; no such group.
         """
         c = self._readable(user, cmd.conv)
         limit = min(cmd.limit or self.limits.sync_limit, self.limits.sync_limit_max)
-        msgs, more = c.page(cmd.after, cmd.before, limit)
-        return Batch(conv=cmd.conv, msgs=msgs, head=c.head, floor=c.floor, more=more, id=cmd.id)
+        low, high, more = c.wanted(cmd.after, cmd.before, limit)
+        msgs = self._assemble(c, low, high, stored)
+        if isinstance(msgs, ReadPage):
+            return msgs
+        return Batch(
+            conv=cmd.conv, msgs=tuple(msgs), head=c.head, floor=c.floor, more=more, id=cmd.id
+        )
 
     def group_info(self, user: str, cmd: GroupInfo) -> Group:
         """`group.info`: members may ask; anyone may ask about a public group.

@@ -16,7 +16,8 @@ class Limits:
     max_body: int = 65_536  # spec §4: in the connection's encoding
     max_devices: int = 10  # spec §3
     max_group_members: int = 100_000  # spec §5
-    retain_messages: int = 10_000  # events kept per conversation; older ones fall below `floor`
+    retain_messages: int = 0  # newest events kept per conversation (0: all)
+    retain_days: int = 0  # days events are kept (0: forever)
     receipt_fanout_max: int = 100  # spec §8: read receipts and typing skip bigger groups
     send_rate: float = 50.0  # spec §10: sends per second per connection ...
     send_burst: int = 100  # ... with this bucket size

@@ -35,7 +35,16 @@ class DeliveredRecord:
     seq: int
 
 
-Record = Event | CursorRecord | DeliveredRecord
+@dataclass(frozen=True, slots=True)
+class FloorRecord:
+    """Retention moved the floor of `conv` up to `floor`: the events below it are gone
+    (from memory when applied, from the store when the checkpoint reaches it)."""
+
+    conv: str
+    floor: int
+
+
+Record = Event | CursorRecord | DeliveredRecord | FloorRecord
 
 
 def event_to_row(event: Event) -> list[Any]:

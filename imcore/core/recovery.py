@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .chat import Chat
-from .wal_format import Corrupt, TornTail, scan_segment
+from .dedup import CmidFilter
+from .wal_format import Corrupt, TornTail, WalRecord, scan_segment
 
 if TYPE_CHECKING:
     from .limits import Limits
@@ -31,10 +32,17 @@ class RecoveryReport:
     corrupt: tuple[int, Corrupt] | None = None
     #: segments after the damaged one, whose records were not read
     unread_segments: list[int] = field(default_factory=list)
+    #: records the history store does not hold yet (after its LSN), in LSN order
+    to_store: list[WalRecord] = field(default_factory=list)
 
 
 def recover(
-    limits: Limits, snapshot: Snapshot | None, segments: list[tuple[int, bytes]]
+    limits: Limits,
+    snapshot: Snapshot | None,
+    segments: list[tuple[int, bytes]],
+    *,
+    tail_bytes: int | None = None,
+    store_lsn: int | None = None,
 ) -> tuple[Chat, RecoveryReport]:
     """Load `snapshot`, then replay the records of `segments` after its LSN.
 
@@ -42,18 +50,26 @@ def recover(
         limits: the limits the rebuilt Chat enforces.
         snapshot: the newest valid snapshot, if any.
         segments: (first LSN, bytes) of every segment that may hold records after the
-            snapshot, in LSN order.
+            snapshot or after `store_lsn`, in LSN order.
+        tail_bytes: the hot tails' budget of the rebuilt Chat.
+        store_lsn: the last record the history store holds; the records after it are
+            collected in `report.to_store` (None: collect none).
 
     Returns:
         The state, and a report of what was read, dropped or found damaged.
     """
-    chat = Chat(limits)
+    chat = Chat(limits, tail_bytes)
     report = RecoveryReport()
     if snapshot is not None:
+        if snapshot.filter is not None:
+            chat.sequencer.filter = CmidFilter.from_state(snapshot.filter)
         for state in snapshot.conversations:
             chat.restore(state)
         chat.clock.observe(snapshot.clock)
         report.snapshot_lsn = report.last_lsn = snapshot.lsn
+    applied = report.last_lsn  # records up to here are in the state
+    if store_lsn is not None:
+        report.last_lsn = min(report.last_lsn, store_lsn)
     expected = report.last_lsn + 1
     for index, (first_lsn, data) in enumerate(segments):
         report.segments += 1
@@ -65,9 +81,12 @@ def recover(
         scan = scan_segment(data, first_lsn)
         for item in scan.records:
             if item.lsn < expected:
-                continue  # already in the snapshot
-            chat.apply(item.record)
-            report.replayed += 1
+                continue  # already in the snapshot and the store
+            if store_lsn is not None and item.lsn > store_lsn:
+                report.to_store.append(item)
+            if item.lsn > applied:
+                chat.apply(item.record, item.lsn)
+                report.replayed += 1
             report.last_lsn = item.lsn
             expected = item.lsn + 1
         if scan.records:
@@ -82,4 +101,5 @@ def recover(
             report.corrupt = (first_lsn, damage)
             report.unread_segments = [lsn for lsn, _ in segments[index + 1 :]]
             break
+    report.last_lsn = max(report.last_lsn, applied)
     return chat, report

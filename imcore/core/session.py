@@ -24,6 +24,14 @@ conversation, which moves the durable delivered cursor) become `Submit(outcome)`
 reply the server releases only after the outcome's record is committed (spec §7); pushes
 become `Publish`.
 
+History the session's answer needs from the store on disk (a `sync` page older than the
+hot tail, a resend of such events, a `send` whose cmid the filter cannot rule out) is an
+effect too: `Fetch(query, request)`. The server reads the store off the event loop and
+hands the answer to `fetched`, which finishes the request. A sync's page goes out when it is
+ready, so later frames are not held up by it (replies carry their `id`). A send waiting on
+its lookup holds every later frame of the connection (`holding`) until it is sequenced, so a
+connection's sends keep their order.
+
 This is the one place where `ImcoreError` becomes an `error` frame (h2's pattern: raise
 anywhere, convert once). Errors of the abuse kinds are counted over a sliding minute; more
 than `abuse_errors` of them close the connection with 4002 (spec §10).
@@ -68,11 +76,13 @@ from .errors import (
     Limit,
     RateLimited,
     Unauthorized,
+    Unavailable,
 )
 from .frames import (
     ClientFrame,
     ConvList,
     Convs,
+    GroupCommand,
     GroupInfo,
     Hello,
     Ok,
@@ -89,6 +99,7 @@ from .frames import (
     Welcome,
 )
 from .frames import Error as ErrorFrame
+from .history import NOT_ASKED, Fetched, FindCmid, NotAsked, ReadPage, StoreAnswer, StoreQuery
 
 ABUSE_WINDOW_MS = 60_000  # spec §10: "in a minute"
 
@@ -151,7 +162,24 @@ class Drop:
     """The client did not finish the closing handshake in time: let the socket go."""
 
 
-Effect = Write | Submit | Publish | Opened | SendPing | Close | Drop
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """The resend of the pushes of `conv` from `first` on (what a `Fetch` may be for)."""
+
+    conv: str
+    first: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Carry out `query` on the history store, off the event loop, and hand its answer to
+    `Session.fetched` with this effect."""
+
+    query: StoreQuery
+    request: Send | Sync | Resend
+
+
+Effect = Write | Submit | Publish | Opened | SendPing | Close | Drop | Fetch
 
 #: spec §10: a connection silent for this many heartbeats is closed with 4000.
 SILENT_HEARTBEATS = 3
@@ -172,6 +200,7 @@ class Session:
         "_abuse",
         "_close_by_ms",
         "_heard_ms",
+        "_held",
         "_hello_by_ms",
         "_in_presence",
         "_next_beat_ms",
@@ -210,7 +239,13 @@ class Session:
         self._abuse: deque[int] | None = None  # times of recent bad frames; most have none
         # conv -> [first seq not covered by recv, when to resend, resends so far]
         self._unacked: dict[str, list[int]] = {}
+        self._held: list[bytes | str] | None = None  # frames behind a send's lookup
         self.last_op: str | None = None  # the op of the last frame handled, for metrics
+
+    @property
+    def holding(self) -> bool:
+        """A send waits on a store lookup: later frames are held (read no more for now)."""
+        return self._held is not None
 
     def handle(self, data: bytes | str, now_ms: int) -> list[Effect]:
         """Take one WebSocket message from the client.
@@ -221,6 +256,9 @@ class Session:
         if self.state in (SessionState.CLOSING, SessionState.CLOSED):
             return []
         self._heard_ms = now_ms
+        if self._held is not None:
+            self._held.append(data)
+            return []
         m = None
         self.last_op = None
         try:
@@ -230,17 +268,67 @@ class Session:
                 raise Unauthorized("say hello first")
             return self._dispatch(self.codec.parse(m), now_ms)
         except ImcoreError as exc:
-            frame_id = exc.frame_id if exc.frame_id is not None else _id_of(m)
-            effects: list[Effect] = [Write(ErrorFrame.from_exc(exc, id=frame_id))]
-            hello = m is not None and m["op"] == "hello"
-            if hello and self.state is SessionState.AWAITING_HELLO:
-                if isinstance(exc, Unauthorized):
-                    effects += self.close(CloseCode.UNAUTHORIZED, "unauthorized", now_ms)
-                elif isinstance(exc, Limit):
-                    effects += self.close(CloseCode.LIMIT, "too many devices", now_ms)
-            if exc.code in ABUSE_CODES and self._abused(now_ms):
-                effects += self.close(CloseCode.ABUSE, "too many bad frames", now_ms)
-            return effects
+            return self._refused(exc, m, now_ms)
+
+    def fetched(self, fetch: Fetch, answer: StoreAnswer, now_ms: int) -> list[Effect]:
+        """The store's answer to `fetch.query`: finish the request (and, after a send,
+        take the frames held behind it)."""
+        if self.state is not SessionState.OPEN:
+            self._held = None  # closing: what was held is ignored, like later frames
+            return []
+        request, query = fetch.request, fetch.query
+        effects: list[Effect]
+        try:
+            if isinstance(request, Send):
+                assert not isinstance(answer, list)
+                effects = self._submit_send(request, now_ms, answer)
+            else:
+                assert isinstance(query, ReadPage)
+                assert isinstance(answer, list)
+                if isinstance(request, Sync):
+                    effects = self._sync(request, (query, answer))
+                else:
+                    effects = self._resend_events(request, (query, answer))
+        except ImcoreError as exc:
+            effects = self._refused(exc, None, now_ms, frame_id=getattr(request, "id", None))
+        if isinstance(request, Send) and not (effects and isinstance(effects[-1], Fetch)):
+            held, self._held = self._held or [], None
+            for data in held:
+                effects += self.handle(data, now_ms)
+        return effects
+
+    def fetch_failed(self, fetch: Fetch, now_ms: int) -> list[Effect]:
+        """The store could not answer `fetch.query`: the request is refused (`unavailable`),
+        and frames held behind a send are taken."""
+        exc = Unavailable("the history store could not be read; try again")
+        request = fetch.request
+        effects = (
+            [] if isinstance(request, Resend) else self._refused(exc, None, now_ms, request.id)
+        )
+        if isinstance(request, Send):
+            held, self._held = self._held or [], None
+            for data in held:
+                effects += self.handle(data, now_ms)
+        return effects
+
+    def _refused(
+        self, exc: ImcoreError, m: dict[str, Any] | None, now_ms: int, frame_id: FrameId = None
+    ) -> list[Effect]:
+        """The `error` frame of a refused frame, and a close where the refusal calls for one."""
+        if exc.frame_id is not None:
+            frame_id = exc.frame_id
+        elif m is not None:
+            frame_id = _id_of(m)
+        effects: list[Effect] = [Write(ErrorFrame.from_exc(exc, id=frame_id))]
+        hello = m is not None and m["op"] == "hello"
+        if hello and self.state is SessionState.AWAITING_HELLO:
+            if isinstance(exc, Unauthorized):
+                effects += self.close(CloseCode.UNAUTHORIZED, "unauthorized", now_ms)
+            elif isinstance(exc, Limit):
+                effects += self.close(CloseCode.LIMIT, "too many devices", now_ms)
+        if exc.code in ABUSE_CODES and self._abused(now_ms):
+            effects += self.close(CloseCode.ABUSE, "too many bad frames", now_ms)
+        return effects
 
     def heard(self, now_ms: int) -> None:
         """The client showed it is alive without a frame (a pong)."""
@@ -319,9 +407,30 @@ class Session:
                 continue
             if sent >= limits.resend_max:
                 return self.close(CloseCode.TIMEOUT, "pushes were never acknowledged", now_ms)
-            effects += [Write(e) for e in self.chat.events_from(conv, first)]
+            effects += self._resend_events(Resend(conv, first))
             entry[1], entry[2] = now_ms + limits.resend_ms * 2 ** (sent + 1), sent + 1
         return effects
+
+    def _resend_events(self, resend: Resend, stored: Fetched | None = None) -> list[Effect]:
+        events = self.chat.events_from(resend.conv, resend.first, stored)
+        if isinstance(events, ReadPage):
+            return [Fetch(events, resend)]
+        return [Write(e) for e in events]
+
+    def _sync(self, frame: Sync, stored: Fetched | None = None) -> list[Effect]:
+        batch = self.chat.sync(self.user, frame, stored)
+        if isinstance(batch, ReadPage):
+            return [Fetch(batch, frame)]
+        return [Write(batch)]
+
+    def _submit_send(
+        self, frame: Send, now_ms: int, stored: tuple[int, int] | NotAsked | None = NOT_ASKED
+    ) -> list[Effect]:
+        outcome = self.chat.submit(self.user, self.device, frame, now_ms, stored)
+        if isinstance(outcome, FindCmid):
+            self._held = []
+            return [Fetch(outcome, frame)]
+        return [Submit(outcome)]
 
     def close(self, code: int, reason: str, now_ms: int) -> list[Effect]:
         """Close the connection, decided here or by the server (slow consumer, replaced,
@@ -388,11 +497,11 @@ class Session:
         match frame:
             case Send():
                 self._take_send_token(now_ms)
-                return [Submit(chat.submit(self.user, self.device, frame, now_ms))]
+                return self._submit_send(frame, now_ms)
             case Read():
-                return [Submit(chat.submit(self.user, self.device, frame, now_ms))]
+                return [Submit(self._write(frame, now_ms))]
             case Sync():
-                return [Write(chat.sync(self.user, frame))]
+                return self._sync(frame)
             case Convs():
                 return [Write(ConvList(convs=chat.summaries(self.user), id=frame.id))]
             case GroupInfo():
@@ -415,7 +524,12 @@ class Session:
             case Hello():
                 raise Invalid("this connection has already said hello")
             case _:
-                return [Submit(chat.submit(self.user, self.device, frame, now_ms))]
+                return [Submit(self._write(frame, now_ms))]
+
+    def _write(self, frame: Read | GroupCommand, now_ms: int) -> Outcome:
+        outcome = self.chat.submit(self.user, self.device, frame, now_ms)
+        assert not isinstance(outcome, FindCmid)  # only a send asks the store
+        return outcome
 
     def _hello(self, frame: Hello, now_ms: int) -> list[Effect]:
         chat = self.chat

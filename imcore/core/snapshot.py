@@ -1,26 +1,33 @@
-"""The snapshot file format: the whole committed state as of an LSN. Pure.
+"""The snapshot file format: the live state as of an LSN. Pure.
 
     magic (8) | body | body length: u64 LE | CRC-32 of body: u32 LE
 
 The body is one CBOR array of indefinite length, written in pieces so a large state is
 encoded a conversation at a time:
 
-    [ {"v": 2, "lsn": L, "clock": C},
-      [conv, head, ts_last, roster | null, {user: read seq}, {user: delivered seq},
-       [event, ...]],                                                 one per conversation
-      ... ]
+    [ {"v": 3, "lsn": L, "clock": C},
+      [conv, head, ts_last, floor, roster | null, {user: read seq}, {user: delivered seq},
+       sys seqs, {sender: message seqs}],                             one per conversation
+      ...,
+      {"filter": [[capacity, keys, bits], ...]} ]                     the cmid filter
 
-with `roster` = [owner, title, public, [[user, role], ...]] and each event the row of
-`records.event_to_row`, [seq, ts, from, dev, at, cmid, body, sys] (its conversation is the
-enclosing one), the same row the WAL stores after the conversation.
+with `roster` = [owner, title, public, [[user, role], ...]], the seqs as byte strings of
+little-endian u32 (`conversation.seq_bytes`), and the filter as `dedup.CmidFilter` states
+it. Events are not in a snapshot: they are in the history store.
 
 A snapshot may be *fuzzy*: conversations captured one at a time while the server keeps
 committing, so one may already hold events after L. That is safe because replaying the log
 from L + 1 is idempotent: an event whose seq is not above its conversation's head is
-skipped, and cursors only move forward.
+skipped (its cmid still goes into the filter), and cursors only move forward. The filter is
+captured after the conversations, so it holds at least their cmids.
 
-Version 1 had no delivered cursors (its conversation items have six fields, without
-`{user: delivered seq}`); it is still read, as a state whose delivered cursors are all 0.
+Older versions still decode, for the upgrade of a data directory (`datadir`): they held
+every retained event, as the row of `records.event_to_row` after the other fields:
+
+    version 2: [conv, head, ts_last, roster, {user: read}, {user: delivered}, [event, ...]]
+    version 1: [conv, head, ts_last, roster, {user: read}, [event, ...]]
+
+and decode to states with `events` and no filter (the caller rebuilds it from the events).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 
@@ -36,12 +43,13 @@ from .conversation import ConversationState
 from .records import event_from_row, event_to_row
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from .dedup import FilterState
+    from .frames import Event
 
 MAGIC = b"IMSNAP\x00\x01"
 TRAILER = struct.Struct("<QI")
-VERSION = 2
-_DECODES = (1, 2)  # the versions `decode` reads
+VERSION = 3
+_DECODES = (1, 2, 3)  # the versions `decode` reads
 
 
 class SnapshotError(ValueError):
@@ -53,14 +61,16 @@ class Snapshot:
     lsn: int
     clock: int
     conversations: list[ConversationState]
+    filter: FilterState | None = None  # None in versions 1 and 2
+    version: int = VERSION
 
 
 class SnapshotEncoder:
-    """Encodes a snapshot in pieces: concatenate `begin()`, the pieces of each
-    `conversation()` and `end()`."""
+    """Encodes a snapshot in pieces: concatenate `begin()`, each `conversation()`,
+    `filter()` and `end()`. (`version` is for making old-format files in tests.)"""
 
-    def __init__(self, lsn: int, clock: int) -> None:
-        self.lsn, self.clock = lsn, clock
+    def __init__(self, lsn: int, clock: int, version: int = VERSION) -> None:
+        self.lsn, self.clock, self.version = lsn, clock, version
         self._crc = 0
         self._length = 0
 
@@ -70,40 +80,52 @@ class SnapshotEncoder:
         return piece
 
     def begin(self) -> bytes:
-        header = cbor2.dumps({"v": VERSION, "lsn": self.lsn, "clock": self.clock})
+        header = cbor2.dumps({"v": self.version, "lsn": self.lsn, "clock": self.clock})
         return MAGIC + self._body(b"\x9f" + header)
 
-    def conversation(self, state: ConversationState, chunk: int = 1000) -> Iterator[bytes]:
-        """The conversation's item in pieces of at most `chunk` events, so a caller can
-        yield to other work between pieces however long the conversation is."""
+    def conversation(self, state: ConversationState) -> bytes:
+        """The conversation's item."""
         roster = None
         if state.roster is not None:
             owner, title, public, roles = state.roster
             roster = [owner, title, public, [list(r) for r in roles]]
-        fields = [state.conv, state.head, state.ts_last, roster, state.reads, state.delivered]
-        head = _array_header(7) + b"".join(cbor2.dumps(f) for f in fields)
-        events = state.events
-        yield self._body(head + _array_header(len(events)))
-        for start in range(0, len(events), chunk):
-            piece = b"".join(cbor2.dumps(event_to_row(e)) for e in events[start : start + chunk])
-            yield self._body(piece)
+        item = [
+            state.conv,
+            state.head,
+            state.ts_last,
+            state.floor,
+            roster,
+            state.reads,
+            state.delivered,
+            state.sys_seqs,
+            state.sent_by or {},
+        ]
+        return self._body(cbor2.dumps(item))
+
+    def filter(self, state: FilterState) -> bytes:
+        """The cmid filter's item (after every conversation)."""
+        return self._body(cbor2.dumps({"filter": state}))
 
     def end(self) -> bytes:
         tail = self._body(b"\xff")
         return tail + TRAILER.pack(self._length, self._crc)
 
+    def legacy_conversation(self, state: ConversationState) -> bytes:
+        """A version 1 or 2 conversation item, with `state.events`: only to make data
+        directories of the old formats in tests."""
+        return self._body(_legacy_item(state, self.version))
 
-def _array_header(n: int) -> bytes:
-    """The CBOR head of a definite-length array of `n` items (major type 4)."""
-    if n < 24:
-        return bytes([0x80 + n])
-    if n < 1 << 8:
-        return bytes([0x98, n])
-    if n < 1 << 16:
-        return b"\x99" + n.to_bytes(2, "big")
-    if n < 1 << 32:
-        return b"\x9a" + n.to_bytes(4, "big")
-    return b"\x9b" + n.to_bytes(8, "big")
+
+def _legacy_item(state: ConversationState, version: int) -> bytes:
+    roster = None
+    if state.roster is not None:
+        owner, title, public, roles = state.roster
+        roster = [owner, title, public, [list(r) for r in roles]]
+    fields: list[object] = [state.conv, state.head, state.ts_last, roster, state.reads]
+    if version == 2:
+        fields.append(state.delivered)
+    fields.append([event_to_row(e) for e in state.events])
+    return cbor2.dumps(fields)
 
 
 def decode(data: bytes) -> Snapshot:
@@ -124,30 +146,49 @@ def decode(data: bytes) -> Snapshot:
         version = header.get("v")
         if version not in _DECODES:
             raise SnapshotError(f"unknown snapshot version {version!r}")
-        states = []
-        for item in convs:
-            if version == 1:
-                conv, head, ts_last, roster, reads, events = item
-                delivered = {}
-            else:
-                conv, head, ts_last, roster, reads, delivered, events = item
-            roster_state = None
-            if roster is not None:
-                owner, title, public, roles = roster
-                roster_state = (owner, title, public, tuple((u, r) for u, r in roles))
-            states.append(
-                ConversationState(
-                    conv,
-                    head,
-                    ts_last,
-                    roster_state,
-                    dict(reads),
-                    dict(delivered),
-                    tuple(event_from_row(conv, e) for e in events),
-                )
-            )
-        return Snapshot(header["lsn"], header["clock"], states)
+        found_filter = None
+        if version >= 3:
+            *convs, last = convs
+            found_filter = last["filter"]
+        states = [_conversation(version, item) for item in convs]
+        return Snapshot(header["lsn"], header["clock"], states, found_filter, version)
     except SnapshotError:
         raise
     except Exception as exc:
         raise SnapshotError(f"snapshot structure is damaged: {exc}") from None
+
+
+def _conversation(version: int, item: list[Any]) -> ConversationState:
+    events: tuple[Event, ...] = ()
+    sys_seqs, sent_by = b"", None
+    if version == 1:
+        conv, head, ts_last, roster, reads, rows = item
+        delivered: dict[str, int] = {}
+    elif version == 2:
+        conv, head, ts_last, roster, reads, delivered, rows = item
+    else:
+        conv, head, ts_last, floor, roster, reads, delivered, sys_seqs, sent_by = item
+        rows = ()
+    roster_state = None
+    if roster is not None:
+        owner, title, public, roles = roster
+        roster_state = (owner, title, public, tuple((u, r) for u, r in roles))
+    if version < 3:
+        events = tuple(event_from_row(conv, e) for e in rows)
+        floor = events[0].seq if events else head + 1
+    if not isinstance(sys_seqs, bytes) or not all(
+        isinstance(v, bytes) for v in (sent_by or {}).values()
+    ):
+        raise SnapshotError(f"{conv}: seqs must be byte strings")
+    return ConversationState(
+        conv,
+        head,
+        ts_last,
+        floor,
+        roster_state,
+        dict(reads),
+        dict(delivered),
+        sys_seqs,
+        dict(sent_by or {}),
+        events,
+    )

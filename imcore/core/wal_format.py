@@ -18,6 +18,7 @@ names the kind:
     [1, conv, seq, ts, from, dev, at, cmid, body, sys]   an event (spec §4, §5)
     [2, conv, user, device, seq]                         a read cursor (spec §8)
     [3, conv, user, device, seq]                         a delivered cursor (spec §8)
+    [4, conv, floor]                                     retention moved the floor
 
 where everything after `conv` in an event is the row of `records.event_to_row` (snapshots
 store the same row), and `sys` is null or `[type, users, role, title, public]`. A kind
@@ -28,6 +29,9 @@ before. (A server older than kind 3 reads a log that holds one as damaged at tha
 Delivered cursors got a kind of their own rather than a flag in kind 2 because the two
 cursors mean different things and are applied differently (who is told, whether groups
 keep one); a new kind keeps every kind-2 record, old or new, the same five items.
+
+Kind 4 came with the history store: retention deletes from the store what falls below a
+new floor, and logging the move makes that deletion replay in order after a crash.
 
 Reading tells three outcomes apart (spec §7 and the recovery rules):
 
@@ -51,12 +55,19 @@ from typing import Any
 
 import cbor2
 
-from .records import CursorRecord, DeliveredRecord, Record, event_from_row, event_to_row
+from .records import (
+    CursorRecord,
+    DeliveredRecord,
+    FloorRecord,
+    Record,
+    event_from_row,
+    event_to_row,
+)
 
 SEGMENT_MAGIC = b"IMWAL\x00\x01\n"
 HEADER = struct.Struct("<IQI")
 MAX_RECORD = 64 * 1024 * 1024  # no record is near this; a larger length is damage
-_EVENT, _CURSOR, _DELIVERED = 1, 2, 3
+_EVENT, _CURSOR, _DELIVERED, _FLOOR = 1, 2, 3, 4
 Buffer = bytes | bytearray | memoryview
 
 
@@ -98,6 +109,8 @@ def record_to_wire(record: Record) -> list[Any]:
         return [_CURSOR, record.conv, record.user, record.device, record.seq]
     if isinstance(record, DeliveredRecord):
         return [_DELIVERED, record.conv, record.user, record.device, record.seq]
+    if isinstance(record, FloorRecord):
+        return [_FLOOR, record.conv, record.floor]
     return [_EVENT, record.conv, *event_to_row(record)]
 
 
@@ -113,6 +126,8 @@ def record_from_wire(item: Any) -> Record:
         return CursorRecord(item[1], item[2], item[3], item[4])
     if item[0] == _DELIVERED and len(item) == 5:
         return DeliveredRecord(item[1], item[2], item[3], item[4])
+    if item[0] == _FLOOR and len(item) == 3:
+        return FloorRecord(item[1], item[2])
     if item[0] == _EVENT and len(item) == 10:
         return event_from_row(item[1], item[2:])
     raise ValueError(f"unknown record kind {item[0]!r}")

@@ -30,15 +30,8 @@ log = logging.getLogger("imcore.commit")
 class CommitLog(Protocol):
     """Where committed records go. The durable implementation writes and fsyncs a WAL."""
 
-    async def commit(self, records: list[Record]) -> None:
-        """Make `records` durable, in order, or raise OSError."""
-
-
-class MemoryLog:
-    """A log that keeps nothing: state lives only in memory until the process ends."""
-
-    async def commit(self, records: list[Record]) -> None:
-        await trio.lowlevel.checkpoint()
+    async def commit(self, records: list[Record]) -> int:
+        """Make `records` durable, in order, or raise OSError. Returns the first's LSN."""
 
 
 class Committer:
@@ -50,6 +43,7 @@ class Committer:
         log: the commit log.
         metrics: counts sends and ack latencies.
         on_commit: called after each batch is released (the snapshotter's poke).
+        on_durable: told each durable batch, with its first LSN (the checkpoint).
     """
 
     def __init__(
@@ -59,12 +53,14 @@ class Committer:
         log: CommitLog,
         metrics: Metrics,
         on_commit: Callable[[], None] = lambda: None,
+        on_durable: Callable[[int, list[Record]], None] = lambda first, records: None,
     ) -> None:
         self.chat = chat
         self.publish = publish
         self.log = log
         self.metrics = metrics
         self.on_commit = on_commit
+        self.on_durable = on_durable
         self._queue: deque[tuple[Outcome, Callable[[ServerFrame | None], None], float]] = deque()
         self._lot = trio.lowlevel.ParkingLot()
         self._idle = trio.lowlevel.ParkingLot()
@@ -89,9 +85,10 @@ class Committer:
             batch = list(queue)
             queue.clear()
             records = [o.record for o, _, _ in batch if o.record is not None]
+            lsn = 0
             if records and not self.chat.read_only:
                 try:
-                    await self.log.commit(records)
+                    lsn = await self.log.commit(records)
                 except Exception as exc:
                     # Whatever the cause, nothing of this batch may be acked; a failure
                     # that is not the disk's is a bug, logged with its traceback.
@@ -103,11 +100,14 @@ class Committer:
                 for outcome, reply, _ in batch:
                     reply(refusal(outcome))
                 continue
+            if records:
+                self.on_durable(lsn, records)
             publish, ack_seconds = self.publish, self.metrics.ack_seconds
             now = time.perf_counter()
             for outcome, reply, arrived in batch:
                 if outcome.record is not None:
-                    deliveries = self.chat.apply(outcome.record)
+                    deliveries = self.chat.apply(outcome.record, lsn)
+                    lsn += 1
                     if deliveries is not None:
                         publish(deliveries)
                 if outcome.reply is not None:

@@ -1,7 +1,10 @@
 """One client connection: a reader and a writer around a Session, and the registry of them.
 
 The reader (the connection's own task) feeds frames to the core's `Session` and carries out
-the effects it returns; it never awaits the disk or another peer. The writer drains the
+the effects it returns; it never awaits the disk or another peer. A `Fetch` (history the
+store must supply) runs as a task of the connection's nursery, in a worker thread, and its
+answer goes back to the session; while a send waits on its lookup the session holds later
+frames, and the reader stops reading until it is done. The writer drains the
 outbox into the socket: pushes, replies and control frames, in one order. The session owns
 every deadline; the connection keeps the one `due` the server's `Timers` call it back at.
 
@@ -26,6 +29,7 @@ from ..core import (
     CloseCode,
     Drop,
     Error,
+    Fetch,
     Internal,
     Opened,
     Publish,
@@ -38,9 +42,10 @@ from .outbox import Outbox
 from .websocket import ClientClose, Gone, ProtocolClose, preframe
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Awaitable, Callable, Iterable, Iterator
 
     from ..core import Chat, Effect, ServerFrame, Session
+    from ..core.history import StoreAnswer, StoreQuery
     from .committer import Committer
     from .fanout import Fanout
     from .metrics import Metrics
@@ -63,6 +68,10 @@ class Services(Protocol):
     def now_ms(self) -> int:
         """Wall-clock ms that follow trio's clock."""
 
+    @property
+    def read_store(self) -> Callable[[StoreQuery], Awaitable[StoreAnswer]]:
+        """Carries out a query of the history store off the event loop."""
+
 
 class Connection:
     """A live WebSocket and its protocol session.
@@ -76,6 +85,8 @@ class Connection:
 
     __slots__ = (
         "_cancel",
+        "_nursery",
+        "_resumed",
         "by_client",
         "close_code",
         "close_reason",
@@ -101,6 +112,8 @@ class Connection:
         self.close_reason = ""
         self.by_client = False  # the client began the closing handshake
         self._cancel: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._resumed = trio.Event()  # set when a held session takes frames again
         self.due = math.inf  # when the server's Timers call on_timer next
 
     @property
@@ -146,6 +159,7 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
+                self._nursery = nursery
                 nursery.start_soon(self._write)
                 self._schedule()
                 await self._read()
@@ -203,6 +217,9 @@ class Connection:
                 elif isinstance(received, Gone):
                     self._stop()
                     return
+            if session.holding:
+                self._resumed = trio.Event()
+                await self._resumed.wait()
 
     async def _write(self) -> None:
         outbox, ws = self.outbox, self.ws
@@ -264,6 +281,24 @@ class Connection:
                     self._queue(self.ws.ping())
                 case Drop():
                     self._stop()
+                case Fetch():
+                    if self._nursery is not None:
+                        self._nursery.start_soon(self._fetch, effect)
+
+    async def _fetch(self, fetch: Fetch) -> None:
+        """Read from the store, then let the session finish the request."""
+        session = self.session
+        try:
+            answer = await self.server.read_store(fetch.query)
+        except Exception as exc:
+            fields = {"query": repr(fetch.query), "error": str(exc)}
+            log.error("history store read failed", extra={"fields": fields})
+            effects = session.fetch_failed(fetch, self.server.now_ms())
+        else:
+            effects = session.fetched(fetch, answer, self.server.now_ms())
+        self._carry_out(effects)
+        if not session.holding:
+            self._resumed.set()
 
     def _closing(self, code: int, reason: str) -> None:
         """The transport's part of a close the session has made."""

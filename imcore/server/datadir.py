@@ -1,14 +1,22 @@
 """The data directory: its lock, and bringing the state back at start (spec §7).
 
-    <data-dir>/LOCK          held (flock) while a server runs on the directory
-    <data-dir>/secret        the token secret, unless one is configured
-    <data-dir>/wal/          segments named by their first LSN      (see `layout`)
-    <data-dir>/snapshots/    snapshots named by the LSN they cover  (see `layout`)
+    <data-dir>/LOCK             held (flock) while a server runs on the directory
+    <data-dir>/FORMAT           the data directory's format version
+    <data-dir>/secret           the token secret, unless one is configured
+    <data-dir>/wal/             segments named by their first LSN      (see `layout`)
+    <data-dir>/snapshots/       snapshots named by the LSN they cover  (see `layout`)
+    <data-dir>/history.sqlite3  every event (see `store`)
 
 At start: the newest snapshot that decodes (an older one if it is damaged), then every
-record after it. A torn tail is truncated with a warning naming the bytes dropped. Damage
-before the tail stops the start unless `--repair` was given, which truncates the log at the
-damage and reports what was lost.
+record after it; the store is fed the records after its own LSN before anyone connects.
+A torn tail is truncated with a warning naming the bytes dropped. Damage before the tail
+stops the start unless `--repair` was given, which truncates the log at the damage and
+reports what was lost.
+
+Format versions: 1 (no FORMAT file) kept every event in the snapshots; 2 keeps them in the
+store. A version 1 directory is upgraded on its first start: the events of its newest
+snapshot go into the store, and a version 2 snapshot follows at once. A directory of a
+newer version than this server knows is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from ..core import ids
 from ..core.recovery import RecoveryReport, recover
 from ..core.snapshot import Snapshot, SnapshotError, decode
 from ..core.wal_format import SEGMENT_MAGIC, TornTail, scan_segment
-from .layout import list_segments, list_snapshots, snapshot_dir, wal_dir
+from .layout import format_path, list_segments, list_snapshots, snapshot_dir, wal_dir
+from .store import HistoryStore, store_path
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -60,11 +69,51 @@ class DataDirLock:
         os.close(self._fd)
 
 
+FORMAT_VERSION = 2
+
+
+def read_format(data_dir: Path) -> int | None:
+    """The data directory's format version; None for a new (empty) directory.
+
+    Raises:
+        StartupError: the FORMAT file is unreadable, or names a newer version.
+    """
+    path = format_path(data_dir)
+    if not path.exists():
+        had_state = list_snapshots(snapshot_dir(data_dir)) or list_segments(wal_dir(data_dir))
+        return 1 if had_state else None
+    try:
+        version = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError) as exc:
+        raise StartupError(f"{path} is not a format version: {exc}") from None
+    if version > FORMAT_VERSION:
+        raise StartupError(
+            f"{data_dir} has data format {version}, newer than this server's "
+            f"({FORMAT_VERSION}): run the newer imcore release that wrote it"
+        )
+    return version
+
+
+def write_format(data_dir: Path, files: Files) -> None:
+    path = format_path(data_dir)
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(f"{FORMAT_VERSION}\n")
+    fd = files.open_append(temp, create=False)
+    try:
+        files.fsync(fd)
+    finally:
+        files.close(fd)
+    files.replace(temp, path)
+    files.fsync_dir(data_dir)
+
+
 @dataclass(frozen=True, slots=True)
 class Recovered:
     chat: Chat
     report: RecoveryReport
     segment: tuple[int, int] | None  # (first LSN, size) of the segment to append to
+    store: HistoryStore
+    upgraded: bool = False  # a version 1 directory: take a snapshot before serving
 
 
 def load_snapshot(directory: Path) -> Snapshot | None:
@@ -79,21 +128,65 @@ def load_snapshot(directory: Path) -> Snapshot | None:
     return None
 
 
-def open_state(data_dir: Path, limits: Limits, files: Files, *, repair: bool) -> Recovered:
-    """Recover the state from `data_dir`, truncating a torn tail (and damage, if `repair`).
-
-    Raises:
-        StartupError: damage before the tail and no `repair`.
-    """
-    snapshot = load_snapshot(snapshot_dir(data_dir))
-    base = 0 if snapshot is None else snapshot.lsn
-    segments = list_segments(wal_dir(data_dir))
+def _needed(segments: list[tuple[int, Path]], base: int) -> list[tuple[int, Path]]:
+    """The segments that hold records after `base`."""
     start = 0
     for i, (first, _) in enumerate(segments):
         if first <= base + 1:
             start = i
-    needed = segments[start:]
-    chat, report = recover(limits, snapshot, [(first, path.read_bytes()) for first, path in needed])
+    return segments[start:]
+
+
+def _upgrade(snapshot: Snapshot, store: HistoryStore) -> None:
+    """Move the events of a format 1 snapshot into the store (again, if a crash cut the
+    first try short: the store then has less than the snapshot's LSN)."""
+    if store.lsn >= snapshot.lsn:
+        return
+    events = (e for state in snapshot.conversations for e in state.events)
+    store.write_events(events, snapshot.lsn)
+    fields = {
+        "events": sum(len(state.events) for state in snapshot.conversations),
+        "lsn": snapshot.lsn,
+    }
+    log.warning("upgrading the data directory: events moved to the store", extra={"fields": fields})
+
+
+def open_state(
+    data_dir: Path,
+    limits: Limits,
+    files: Files,
+    *,
+    repair: bool,
+    tail_bytes: int | None = None,
+) -> Recovered:
+    """Recover the state from `data_dir`, truncating a torn tail (and damage, if `repair`),
+    and bring the store up to date with the log.
+
+    Raises:
+        StartupError: damage before the tail and no `repair`; a newer format.
+    """
+    version = read_format(data_dir)
+    snapshot = load_snapshot(snapshot_dir(data_dir))
+    store = HistoryStore(store_path(data_dir))
+    upgraded = snapshot is not None and snapshot.version < 3
+    if upgraded:
+        assert snapshot is not None
+        _upgrade(snapshot, store)
+    base = 0 if snapshot is None else snapshot.lsn
+    needed = _needed(list_segments(wal_dir(data_dir)), min(base, store.lsn))
+    if needed and needed[0][0] > store.lsn + 1 and store.lsn < base:
+        raise StartupError(
+            f"the history store holds records up to {store.lsn} and the log starts at "
+            f"{needed[0][0]}: records {store.lsn + 1}..{needed[0][0] - 1} are in neither. "
+            f"Run `imcore-admin verify --data-dir {data_dir}`."
+        )
+    chat, report = recover(
+        limits,
+        snapshot,
+        [(first, path.read_bytes()) for first, path in needed],
+        tail_bytes=tail_bytes,
+        store_lsn=store.lsn,
+    )
     paths = dict(needed)
     if report.corrupt is not None:
         first, damage = report.corrupt
@@ -111,20 +204,29 @@ def open_state(data_dir: Path, limits: Limits, files: Files, *, repair: bool) ->
         fields = {"file": paths[first].name, "dropped_bytes": torn.dropped, "lsn": report.last_lsn}
         log.warning("torn tail truncated", extra={"fields": fields})
         _truncate(paths[first], torn.offset, files)
+    to_store = [r for r in report.to_store if r.lsn <= report.last_lsn]
+    for start in range(0, len(to_store), 5000):
+        store.write(to_store[start : start + 5000])
+    report.to_store = []
+    chat.stored(store.lsn)
     segment = None
     remaining = list_segments(wal_dir(data_dir))
     if remaining:
         first, path = remaining[-1]
         if path.exists():
             segment = (first, path.stat().st_size)
+    if version != FORMAT_VERSION and not upgraded:
+        write_format(data_dir, files)  # a new directory (an upgrade writes it after its snapshot)
     fields = {
         "snapshot_lsn": report.snapshot_lsn,
         "replayed": report.replayed,
+        "stored": len(to_store),
+        "store_lsn": store.lsn,
         "last_lsn": report.last_lsn,
         "conversations": len(chat.conversation_ids()),
     }
     log.info("recovered", extra={"fields": fields})
-    return Recovered(chat, report, segment)
+    return Recovered(chat, report, segment, store, upgraded)
 
 
 def _recover_readonly(

@@ -65,6 +65,9 @@ class Files:
     def remove(self, path: Path) -> None:
         os.remove(path)
 
+    def synced(self, path: Path) -> None:
+        """A file another library writes (SQLite's) was just made durable by it."""
+
 
 async def run_blocking(files: Files, fn: Callable[..., T], *args: object) -> T:
     """Run a blocking file operation of `files` off the event loop (see `in_thread`).

@@ -23,6 +23,11 @@ _DIGITS = 20  # the decimal digits of the largest u64
 _SEGMENT, _SNAPSHOT, _TEMP = "wal", "snap", "tmp"
 
 
+def format_path(data_dir: Path) -> Path:
+    """The file that holds the data directory's format version."""
+    return data_dir / "FORMAT"
+
+
 def wal_dir(data_dir: Path) -> Path:
     """The directory of the log's segments."""
     return data_dir / "wal"

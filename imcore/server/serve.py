@@ -21,14 +21,16 @@ import trio
 
 from ..core import CloseCode, Codec, Encoding, Session
 from .admin_http import AdminState, build_app, serve_admin
+from .checkpoint import Checkpoint
 from .collector import Collector
 from .committer import Committer
 from .connection import Connection, Connections
-from .datadir import DataDirLock, open_state
+from .datadir import DataDirLock, open_state, write_format
 from .fanout import Fanout
 from .files import Files, run_blocking
 from .layout import snapshot_dir, wal_dir
 from .metrics import Metrics
+from .retention import Retention
 from .secret import load_or_create_secret
 from .snapshots import Snapshotter
 from .timers import Timers
@@ -36,10 +38,12 @@ from .wal import Wal
 from .websocket import Refuse, Upgrade, accept
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from ..config import Config
     from ..core import Chat
+    from ..core.history import StoreAnswer, StoreQuery
+    from .store import HistoryStore
 
 log = logging.getLogger("imcore")
 
@@ -63,6 +67,7 @@ class Hub:
     secret: str
     timers: Timers
     now_ms: Callable[[], int]
+    read_store: Callable[[StoreQuery], Awaitable[StoreAnswer]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,19 +114,29 @@ async def serve(
     limits = replace(config.limits, max_connections=connection_limit(config.limits.max_connections))
     lock = DataDirLock(config.data_dir)
     wal: Wal | None = None
+    store: HistoryStore | None = None
     collector: Collector | None = None
     try:
         secret = config.auth_secret or load_or_create_secret(config.data_dir)
         gc.disable()  # recovery makes millions of objects and no garbage cycles
         try:
             recovered = await run_blocking(
-                files, partial(open_state, config.data_dir, limits, files, repair=repair)
+                files,
+                partial(
+                    open_state,
+                    config.data_dir,
+                    limits,
+                    files,
+                    repair=repair,
+                    tail_bytes=config.hot_tail_bytes,
+                ),
             )
         finally:
             gc.enable()
         collector = Collector()
         collector.install()
-        chat = recovered.chat
+        chat, store = recovered.chat, recovered.store
+        checkpoint = Checkpoint(store, chat, files)
         wal = Wal(
             wal_dir(config.data_dir),
             files,
@@ -136,6 +151,7 @@ async def serve(
             files,
             every_records=config.snapshot_every,
             interval_s=config.snapshot_interval_s,
+            store_sync=checkpoint.sync,
         )
         # Wall-clock ms that follow trio's clock, so tests on a MockClock control time.
         offset = time.time() - trio.current_time()
@@ -147,7 +163,17 @@ async def serve(
         metrics = Metrics()
         connections = Connections(chat.presence.sessions)
         fanout = Fanout(codecs, config.shards, connections, metrics, now_ms)
-        committer = Committer(chat, fanout.publish, wal, metrics, on_commit=snapshotter.poke)
+        committer = Committer(
+            chat,
+            fanout.publish,
+            wal,
+            metrics,
+            on_commit=snapshotter.poke,
+            on_durable=checkpoint.committed,
+        )
+        retention = Retention(
+            chat, store, committer, files, config.retention_interval_s, lambda: now_ms()
+        )
         wal.on_write = metrics.observe_write
         snapshotter.on_snapshot = metrics.snapshot_seconds.observe
         collector.on_pause = metrics.gc_pause.observe
@@ -164,8 +190,15 @@ async def serve(
             secret=secret,
             timers=timers,
             now_ms=now_ms,
+            read_store=partial(read_store, store, files, trio.CapacityLimiter(STORE_READERS)),
         )
         async with trio.open_nursery() as services:
+            await services.start(checkpoint.run)
+            if recovered.upgraded:
+                await snapshotter.take()
+                await run_blocking(files, write_format, config.data_dir, files)
+                log.warning("upgrade finished: the data directory is now format 2")
+            services.start_soon(retention.run)
             await services.start(fanout.run)
             await services.start(timers.run)
             await services.start(committer.run)
@@ -209,6 +242,7 @@ async def serve(
             with trio.CancelScope(shield=True):
                 await committer.drain()
                 try:
+                    await checkpoint.drain()
                     await wal.sync()
                     await snapshotter.take()
                 except OSError as exc:
@@ -224,7 +258,24 @@ async def serve(
             collector.uninstall()
         if wal is not None:
             wal.close()
+        if store is not None:
+            store.close()
         lock.release()
+
+
+#: Worker threads reading the history store at once (cold pages, dedup lookups): enough
+#: to overlap reads of the disk, few enough that they never crowd out the loop.
+STORE_READERS = 4
+
+
+async def read_store(
+    store: HistoryStore, files: Files, limiter: trio.CapacityLimiter, query: StoreQuery
+) -> StoreAnswer:
+    """Carry out a query of the core on the store, in a worker thread."""
+    if not files.in_thread:
+        await trio.lowlevel.checkpoint()
+        return store.answer(query)
+    return await trio.to_thread.run_sync(store.answer, query, limiter=limiter)
 
 
 #: Open files kept back from clients: log segments, snapshots, the admin port, accepts.

@@ -1,10 +1,11 @@
-"""Periodic snapshots: the whole state to `<data-dir>/snapshots/`, then old WAL segments go.
+"""Periodic snapshots: the live state to `<data-dir>/snapshots/`, then old WAL segments go.
 
 A snapshot is captured and encoded on the event loop a slice of a few milliseconds at a
-time (events are immutable, so a capture copies references), then written and fsynced in
-a worker thread, so the loop never waits on it for long. Files are written as
+time, then written and fsynced in a worker thread, so the loop never waits on it for long.
+It holds no events (the history store does). Files are written as
 temp -> fsync -> rename -> fsync dir and named by the LSN they cover; the newest `keep` are
-kept, and WAL segments wholly below the oldest kept one are deleted.
+kept. A WAL segment is deleted once both the oldest kept snapshot and the durable store
+cover it (the store is synced first: `store_sync`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .files import run_blocking
 from .layout import list_snapshots, snapshot_path, snapshot_temp_path
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
     from ..core import Chat
@@ -45,6 +46,7 @@ class Snapshotter:
         directory: `<data-dir>/snapshots`.
         every_records: snapshot after this many records ...
         interval_s: ... or this many seconds with at least one new record.
+        store_sync: makes the history store durable; returns the last LSN it holds.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class Snapshotter:
         *,
         every_records: int,
         interval_s: float,
+        store_sync: Callable[[], Awaitable[int]],
         keep: int = KEEP,
     ) -> None:
         self.chat = chat
@@ -65,6 +68,7 @@ class Snapshotter:
         self.every_records = every_records
         self.interval_s = interval_s
         self.keep = keep
+        self.store_sync = store_sync
         existing = list_snapshots(directory)
         self.last_lsn = existing[-1][0] if existing else 0
         self.last_duration_s = 0.0
@@ -106,18 +110,19 @@ class Snapshotter:
             conversations = self.chat.conversation_ids()
             slice_started = time.perf_counter()
             for conv in conversations:
-                for piece in encoder.conversation(self.chat.capture(conv)):
-                    pieces.append(piece)
-                    if time.perf_counter() - slice_started > SLICE_S:
-                        await trio.lowlevel.checkpoint()
-                        slice_started = time.perf_counter()
+                pieces.append(encoder.conversation(self.chat.capture(conv)))
+                if time.perf_counter() - slice_started > SLICE_S:
+                    await trio.lowlevel.checkpoint()
+                    slice_started = time.perf_counter()
+            pieces.append(encoder.filter(self.chat.capture_filter()))  # after: see core.snapshot
             pieces.append(encoder.end())
             path = await run_blocking(self.files, self._write, lsn, pieces)
             self.last_lsn = lsn
             self.last_duration_s = time.monotonic() - started
             if self.on_snapshot is not None:
                 self.on_snapshot(self.last_duration_s)
-            deleted = await run_blocking(self.files, self._prune)
+            stored = await self.store_sync()
+            deleted = await run_blocking(self.files, self._prune, stored)
             fields = {
                 "lsn": lsn,
                 "conversations": len(conversations),
@@ -146,10 +151,11 @@ class Snapshotter:
         self.files.fsync_dir(self.directory)
         return final
 
-    def _prune(self) -> int:
-        """Keep the newest snapshots; delete the WAL wholly below the oldest kept one."""
+    def _prune(self, stored: int) -> int:
+        """Keep the newest snapshots; delete the WAL wholly below the oldest kept one and
+        the store's durable LSN `stored`."""
         snapshots = list_snapshots(self.directory)
         for _, path in snapshots[: -self.keep]:
             self.files.remove(path)
         kept = snapshots[-self.keep :]
-        return self.wal.delete_through(kept[0][0]) if kept else 0
+        return self.wal.delete_through(min(kept[0][0], stored)) if kept else 0

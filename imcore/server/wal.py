@@ -126,8 +126,9 @@ class Wal:
         if self.on_write is not None:
             self.on_write(time.perf_counter() - started)
 
-    async def commit(self, records: list[Record]) -> None:
-        """Append `records` as one write (and one fsync under "always").
+    async def commit(self, records: list[Record]) -> int:
+        """Append `records` as one write (and one fsync under "always"). Returns the LSN
+        of the first.
 
         Raises:
             OSError: the disk refused; the log is now `failed` and refuses all later commits.
@@ -154,6 +155,7 @@ class Wal:
             self.durable_lsn = self.next_lsn - 1
             if sync:
                 self.synced_lsn = self.durable_lsn
+            return first
         finally:
             self._lock.release()
 

@@ -25,8 +25,8 @@ from imcore.core.frames import (
     Typing,
     TypingNotice,
 )
-from imcore.core.records import CursorRecord, DeliveredRecord
-from tests.helpers.core import commit, do, new_chat
+from imcore.core.records import CursorRecord, DeliveredRecord, FloorRecord
+from tests.helpers.core import commit, do, new_chat, submit, sync_page
 
 DM = "dm:alice:bob"
 G = "g:team"
@@ -46,10 +46,10 @@ def peer_positions(chat: Chat, user: str, conv: str) -> tuple[int | None, int | 
 
 def test_resent_cmid_returns_the_first_ack_and_stores_nothing() -> None:
     chat = Chat(Limits())
-    first = chat.submit("alice", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=1_000)
+    first = submit(chat, "alice", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=1_000)
     commit(chat, first)
 
-    again = chat.submit("alice", "d1", Send(conv=DM, cmid="c1", body="edited"), now_ms=2_000)
+    again = submit(chat, "alice", "d1", Send(conv=DM, cmid="c1", body="edited"), now_ms=2_000)
 
     assert again.record is None
     assert again.reply == replace(first.reply, dup=True)  # type: ignore[type-var]
@@ -58,8 +58,8 @@ def test_resent_cmid_returns_the_first_ack_and_stores_nothing() -> None:
 
 def test_a_retry_while_the_original_is_uncommitted_is_already_a_dup() -> None:
     chat = Chat(Limits())
-    first = chat.submit("alice", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=0)
-    again = chat.submit("alice", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=0)
+    first = submit(chat, "alice", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=0)
+    again = submit(chat, "alice", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=0)
     assert again.record is None
     assert again.reply == replace(first.reply, dup=True)  # type: ignore[type-var]
 
@@ -75,16 +75,16 @@ def test_a_retry_after_removal_is_still_a_dup() -> None:
     do(chat, "owner", GroupCreate(conv=G, members=("a",)))
     first = do(chat, "a", Send(conv=G, cmid="c", body=1))
     do(chat, "owner", GroupRemove(conv=G, users=("a",)))
-    again = chat.submit("a", "d1", Send(conv=G, cmid="c", body=1), 0)
+    again = submit(chat, "a", "d1", Send(conv=G, cmid="c", body=1), 0)
     assert again.reply == replace(first.reply, dup=True)  # type: ignore[type-var]
     with pytest.raises(Forbidden):
-        chat.submit("a", "d1", Send(conv=G, cmid="new", body=1), 0)
+        submit(chat, "a", "d1", Send(conv=G, cmid="new", body=1), 0)
 
 
 def test_outsider_is_forbidden_and_nothing_changes() -> None:
     chat = Chat(Limits())
     with pytest.raises(Forbidden):
-        chat.submit("carol", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=0)
+        submit(chat, "carol", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=0)
     assert chat.head(DM) == 0
     assert chat.clock.value == 0
 
@@ -96,11 +96,11 @@ def test_unknown_group_is_not_found() -> None:
 
 def test_uncommitted_events_are_invisible_to_readers() -> None:
     chat = Chat(Limits())
-    outcome = chat.submit("alice", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=0)
-    assert chat.sync("bob", Sync(conv=DM)).msgs == ()
+    outcome = submit(chat, "alice", "d1", Send(conv=DM, cmid="c1", body="hi"), now_ms=0)
+    assert sync_page(chat, "bob", Sync(conv=DM)).msgs == ()
     assert chat.summaries("bob") == ()
     commit(chat, outcome)
-    assert [e.seq for e in chat.sync("bob", Sync(conv=DM)).msgs] == [1]
+    assert [e.seq for e in sync_page(chat, "bob", Sync(conv=DM)).msgs] == [1]
 
 
 def test_client_ts_moves_the_clock_forward() -> None:
@@ -112,17 +112,17 @@ def test_client_ts_moves_the_clock_forward() -> None:
 def test_client_ts_too_far_ahead_is_invalid() -> None:
     chat = Chat(Limits())
     with pytest.raises(Invalid):
-        chat.submit("alice", "d1", Send(conv=DM, cmid="c", body=1, ts=10**9 + 1), now_ms=0)
+        submit(chat, "alice", "d1", Send(conv=DM, cmid="c", body=1, ts=10**9 + 1), now_ms=0)
     assert chat.clock.value == 0
 
 
 def test_first_dm_event_makes_both_parties_members() -> None:
     chat = Chat(Limits())
-    deliveries = commit(chat, chat.submit("bob", "d1", Send(conv=DM, cmid="c", body=1), 0))
+    deliveries = commit(chat, submit(chat, "bob", "d1", Send(conv=DM, cmid="c", body=1), 0))
     assert deliveries is not None
     assert deliveries.joined == ("alice", "bob")
     assert chat.convs_of("alice") == {DM}
-    second = commit(chat, chat.submit("bob", "d1", Send(conv=DM, cmid="d", body=1), 0))
+    second = commit(chat, submit(chat, "bob", "d1", Send(conv=DM, cmid="d", body=1), 0))
     assert second is not None
     assert second.joined == ()
 
@@ -155,13 +155,13 @@ def test_create_of_an_existing_group_conflicts() -> None:
     chat = Chat(Limits())
     make_group(chat)
     with pytest.raises(Conflict):
-        chat.submit("x", "d", GroupCreate(conv=G), 0)
+        submit(chat, "x", "d", GroupCreate(conv=G), 0)
 
 
 def test_create_beyond_max_members_is_limit() -> None:
     chat = new_chat(max_group_members=2)
     with pytest.raises(Limit):
-        chat.submit("owner", "d", GroupCreate(conv=G, members=("a", "b")), 0)
+        submit(chat, "owner", "d", GroupCreate(conv=G, members=("a", "b")), 0)
 
 
 def test_add_remove_role_and_leave() -> None:
@@ -210,7 +210,7 @@ def test_refused_group_commands_change_nothing(
     do(chat, "owner", GroupRole(conv=G, user="adm2", role="admin"))
     head, clock = chat.head(G), chat.clock.value
     with pytest.raises(error):
-        chat.submit(actor, "d", cmd, 0)
+        submit(chat, actor, "d", cmd, 0)
     assert (chat.head(G), chat.clock.value) == (head, clock)
     assert chat.sequencer.head(G) == head
 
@@ -220,18 +220,18 @@ def test_join_public_group_and_add_beyond_limit() -> None:
     make_group(chat, "a", public=True)
     do(chat, "z", GroupJoin(conv=G))
     with pytest.raises(Conflict):
-        chat.submit("z", "d", GroupJoin(conv=G), 0)
+        submit(chat, "z", "d", GroupJoin(conv=G), 0)
     with pytest.raises(Limit):
-        chat.submit("owner", "d", GroupAdd(conv=G, users=("y",)), 0)
+        submit(chat, "owner", "d", GroupAdd(conv=G, users=("y",)), 0)
     with pytest.raises(Limit):
-        chat.submit("y", "d", GroupJoin(conv=G), 0)
+        submit(chat, "y", "d", GroupJoin(conv=G), 0)
 
 
 def test_a_member_added_but_uncommitted_may_already_send() -> None:
     chat = Chat(Limits())
     make_group(chat)
-    add = chat.submit("owner", "d", GroupAdd(conv=G, users=("a",)), 0)
-    msg = chat.submit("a", "d", Send(conv=G, cmid="c", body=1), 0)
+    add = submit(chat, "owner", "d", GroupAdd(conv=G, users=("a",)), 0)
+    msg = submit(chat, "a", "d", Send(conv=G, cmid="c", body=1), 0)
     assert chat.members(G) == {"owner"}  # readers see only committed membership
     commit(chat, add)
     commit(chat, msg)
@@ -241,12 +241,12 @@ def test_a_member_added_but_uncommitted_may_already_send() -> None:
 def test_removed_member_gets_the_removal_then_leaves_the_table() -> None:
     chat = Chat(Limits())
     make_group(chat, "a")
-    out = chat.submit("owner", "d", GroupRemove(conv=G, users=("a",)), 0)
+    out = submit(chat, "owner", "d", GroupRemove(conv=G, users=("a",)), 0)
     deliveries = commit(chat, out)
     assert deliveries is not None
     assert (deliveries.joined, deliveries.left) == ((), ("a",))
     with pytest.raises(Forbidden):
-        chat.sync("a", Sync(conv=G))
+        sync_page(chat, "a", Sync(conv=G))
 
 
 def test_group_info_of_private_group_is_for_members() -> None:
@@ -274,7 +274,7 @@ def test_sync_pages_in_every_direction() -> None:
         send(chat, "alice", DM, f"c{i}")
 
     def page(**kw: int) -> tuple[list[int], bool]:
-        batch = chat.sync("bob", Sync(conv=DM, **kw))
+        batch = sync_page(chat, "bob", Sync(conv=DM, **kw))
         return [e.seq for e in batch.msgs], batch.more
 
     assert page(after=2, limit=3) == ([3, 4, 5], True)
@@ -290,17 +290,23 @@ def test_sync_limit_is_clamped() -> None:
     chat = new_chat(sync_limit_max=3)
     for i in range(5):
         send(chat, "alice", DM, f"c{i}")
-    assert len(chat.sync("bob", Sync(conv=DM, after=0, limit=1000)).msgs) == 3
+    assert len(sync_page(chat, "bob", Sync(conv=DM, after=0, limit=1000)).msgs) == 3
 
 
 def test_retention_moves_the_floor_and_forgets_old_cmids() -> None:
     chat = new_chat(retain_messages=3)
     for i in range(5):
         send(chat, "alice", DM, f"c{i}")
-    batch = chat.sync("bob", Sync(conv=DM, after=0))
+    assert sync_page(chat, "bob", Sync(conv=DM, after=0)).msgs[0].seq == 1  # not yet swept
+    (floor,) = chat.retention_due()
+    assert floor == FloorRecord(DM, 3)
+    chat.apply(floor)
+    assert chat.retention_due() == []
+    batch = sync_page(chat, "bob", Sync(conv=DM, after=0))
     assert ([e.seq for e in batch.msgs], batch.floor, batch.head) == ([3, 4, 5], 3, 5)
     assert chat.sequencer.find(DM, "alice", "c0") is None
     assert chat.sequencer.find(DM, "alice", "c4") == (5, 5)
+    assert chat.summaries("bob")[0].unread == 3
 
 
 def test_unread_counts_messages_by_others_after_the_read_cursor() -> None:
@@ -333,21 +339,21 @@ def test_read_cursor_only_moves_forward_and_pushes_a_receipt() -> None:
     chat = Chat(Limits())
     for i in range(3):
         send(chat, "alice", DM, f"c{i}")
-    out = chat.submit("bob", "phone", Read(conv=DM, seq=2, id=4), 0)
+    out = submit(chat, "bob", "phone", Read(conv=DM, seq=2, id=4), 0)
     assert out.record == CursorRecord(DM, "bob", "phone", 2)
     deliveries = commit(chat, out)
     assert deliveries is not None
     assert deliveries.frame == ReadReceipt(conv=DM, user="bob", seq=2)
     assert deliveries.audience == Audience(exclude_device=("bob", "phone"))
-    assert chat.submit("bob", "phone", Read(conv=DM, seq=1), 0).record is None
+    assert submit(chat, "bob", "phone", Read(conv=DM, seq=1), 0).record is None
     with pytest.raises(Invalid):
-        chat.submit("bob", "phone", Read(conv=DM, seq=4), 0)
+        submit(chat, "bob", "phone", Read(conv=DM, seq=4), 0)
 
 
 def test_read_receipts_in_big_groups_go_only_to_the_readers_devices() -> None:
     chat = new_chat(receipt_fanout_max=2)
     make_group(chat, "a", "b")
-    out = commit(chat, chat.submit("a", "d", Read(conv=G, seq=1), 0))
+    out = commit(chat, submit(chat, "a", "d", Read(conv=G, seq=1), 0))
     assert out is not None
     assert out.audience == Audience(users=frozenset({"a"}), exclude_device=("a", "d"))
 
@@ -423,11 +429,11 @@ def test_summaries_carry_the_peers_read_and_delivered_positions_in_dms_only() ->
     summary = {s.conv: s for s in chat.summaries("alice")}
     wire = summary[DM].to_wire()
     assert (wire["peer_read"], wire["peer_delivered"]) == (0, 0)
-    commit(chat, chat.submit("bob", "phone", Read(conv=DM, seq=2), 0))
+    commit(chat, submit(chat, "bob", "phone", Read(conv=DM, seq=2), 0))
     out = chat.receive("bob", "phone", Recv(conv=DM, seq=4))
     assert out is not None
     commit(chat, out)
-    commit(chat, chat.submit("alice", "d1", Read(conv=DM, seq=4), 0))
+    commit(chat, submit(chat, "alice", "d1", Read(conv=DM, seq=4), 0))
     summary = {s.conv: s for s in chat.summaries("alice")}
     assert (summary[DM].peer_read, summary[DM].peer_delivered) == (2, 4)
     assert (summary[DM].read, summary[DM].unread) == (4, 0)
@@ -473,8 +479,8 @@ def test_typing_in_a_group_goes_to_its_members_but_the_typist() -> None:
 def test_commit_failure_makes_the_chat_read_only() -> None:
     chat = Chat(Limits())
     send(chat, "alice", DM, "c0")
-    chat.submit("alice", "d1", Send(conv=DM, cmid="c1", body=1, id=3), 0)
+    submit(chat, "alice", "d1", Send(conv=DM, cmid="c1", body=1, id=3), 0)
     chat.commit_failed()
     with pytest.raises(Unavailable):
-        chat.submit("alice", "d1", Send(conv=DM, cmid="c2", body=1), 0)
-    assert [e.seq for e in chat.sync("bob", Sync(conv=DM)).msgs] == [1]
+        submit(chat, "alice", "d1", Send(conv=DM, cmid="c2", body=1), 0)
+    assert [e.seq for e in sync_page(chat, "bob", Sync(conv=DM)).msgs] == [1]

@@ -23,6 +23,7 @@ from imcore.core.frames import (
     Send,
 )
 from imcore.core.membership import members_at, recipients
+from tests.helpers.core import submit
 
 USERS = ("u0", "u1", "u2", "u3", "u4")
 CONVS = ("g:one", "g:two", "dm:u0:u1", "dm:u1:u2")
@@ -49,7 +50,7 @@ command = st.one_of(
 def chat_with_groups() -> Chat:
     chat = Chat(Limits())
     for conv in CONVS[:2]:
-        out = chat.submit("u0", "d", GroupCreate(conv=conv, members=("u1",), public=True), 0)
+        out = submit(chat, "u0", "d", GroupCreate(conv=conv, members=("u1",), public=True), 0)
         assert out.record is not None
         chat.apply(out.record)
     return chat
@@ -78,7 +79,7 @@ def run(chat: Chat, batches: list[list[tuple[object, ...]]]) -> list[Outcome]:
         for cmd in batch:
             n += 1
             try:
-                outs.append(chat.submit(str(cmd[1]), "d", to_frame(cmd, n), now_ms=n))
+                outs.append(submit(chat, str(cmd[1]), "d", to_frame(cmd, n), now_ms=n))
             except ImcoreError:
                 continue  # refused commands change nothing, which the checks below rely on
         for out in outs:
@@ -129,14 +130,14 @@ def test_recipients_of_event_n_are_members_after_n_plus_those_it_removed(
         members.difference_update(d.left)
 
     for conv in CONVS[:2]:
-        apply(chat.submit("u0", "d", GroupCreate(conv=conv, members=("u1",), public=True), 0))
+        apply(submit(chat, "u0", "d", GroupCreate(conv=conv, members=("u1",), public=True), 0))
     n = 0
     for batch in bs:
         outs = []
         for cmd in batch:
             n += 1
             with contextlib.suppress(ImcoreError):
-                outs.append(chat.submit(str(cmd[1]), "d", to_frame(cmd, n), now_ms=n))
+                outs.append(submit(chat, str(cmd[1]), "d", to_frame(cmd, n), now_ms=n))
         for out in outs:
             if out.record is not None:
                 apply(out)

@@ -4,11 +4,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from imcore.core import Chat, Limits, Outcome
-from imcore.core.frames import GroupAdd, GroupCreate, GroupRemove, Read, Recv, Send, Sync
+from imcore.core import Chat, Event, Limits, Outcome
+from imcore.core.frames import GroupAdd, GroupCreate, GroupRemove, Read, Recv, Send
 from imcore.core.recovery import recover
 from imcore.core.snapshot import Snapshot, SnapshotEncoder, SnapshotError, decode
 from imcore.core.wal_format import SEGMENT_MAGIC, Corrupt, encode_record
+from tests.helpers.core import history, submit
 
 if TYPE_CHECKING:
     from imcore.core.records import Record
@@ -21,7 +22,8 @@ def workload(chat: Chat) -> list[Record]:
     records: list[Record] = []
 
     def do(user: str, cmd: object) -> Outcome:
-        out = chat.submit(user, "d", cmd, now_ms=len(records))  # type: ignore[arg-type]
+        out = submit(chat, user, "d", cmd, now_ms=len(records))  # type: ignore[arg-type]
+        assert isinstance(out, Outcome)
         if out.record is not None:
             chat.apply(out.record)
             records.append(out.record)
@@ -39,9 +41,11 @@ def workload(chat: Chat) -> list[Record]:
     return records
 
 
-def same_state(a: Chat, b: Chat) -> None:
+def same_state(a: Chat, b: Chat, records: list[Record] | None = None) -> None:
+    """Same live state, and the same history when `records` (all of them) is the store."""
+    stored = [r for r in records or () if isinstance(r, Event)]
     for conv in (DM, "g:x"):
-        assert a.events(conv) == b.events(conv)
+        assert history(a, "alice", conv, stored) == history(b, "alice", conv, stored)
         assert a.head(conv) == b.head(conv)
         assert a.members(conv) == b.members(conv)
         assert a.floor(conv) == b.floor(conv)
@@ -57,17 +61,15 @@ def log_of(records: list[Record], first_lsn: int = 1) -> bytes:
 
 def snapshot_of(chat: Chat, lsn: int) -> bytes:
     enc = SnapshotEncoder(lsn, chat.clock.value)
-    parts = [enc.begin()]
-    for conv in chat.conversation_ids():
-        parts += enc.conversation(chat.capture(conv), chunk=2)
-    return b"".join([*parts, enc.end()])
+    parts = [enc.begin(), *(enc.conversation(chat.capture(c)) for c in chat.conversation_ids())]
+    return b"".join([*parts, enc.filter(chat.capture_filter()), enc.end()])
 
 
 def test_replaying_the_log_rebuilds_the_same_state() -> None:
     original = Chat(Limits())
     records = workload(original)
     rebuilt, report = recover(Limits(), None, [(1, log_of(records))])
-    same_state(original, rebuilt)
+    same_state(original, rebuilt, records)
     assert (report.replayed, report.last_lsn, report.torn, report.corrupt) == (12, 12, None, None)
 
 
@@ -75,10 +77,10 @@ def test_rebuilt_state_keeps_dedup_and_sequencing() -> None:
     original = Chat(Limits())
     records = workload(original)
     rebuilt, _ = recover(Limits(), None, [(1, log_of(records))])
-    dup = rebuilt.submit("alice", "d", Send(conv=DM, cmid="m1", body="again"), 0)
+    dup = submit(rebuilt, "alice", "d", Send(conv=DM, cmid="m1", body="again"), 0)
     assert dup.record is None
     assert dup.reply.seq == 1  # type: ignore[union-attr]
-    fresh = rebuilt.submit("alice", "d", Send(conv=DM, cmid="new", body=1), 0)
+    fresh = submit(rebuilt, "alice", "d", Send(conv=DM, cmid="new", body=1), 0)
     assert fresh.record.seq == 8  # type: ignore[union-attr]
     assert fresh.record.ts == original.clock.value + 1  # type: ignore[union-attr]
 
@@ -90,7 +92,7 @@ def test_snapshot_plus_the_rest_of_the_log_is_the_same_state(snap_at: int) -> No
     partial, _ = recover(Limits(), None, [(1, log_of(records[:snap_at]))])
     snap = decode(snapshot_of(partial, snap_at))
     rebuilt, report = recover(Limits(), snap, [(1, log_of(records))])
-    same_state(original, rebuilt)
+    same_state(original, rebuilt, records)
     assert report.replayed == 12 - snap_at
 
 
@@ -100,17 +102,20 @@ def test_a_fuzzy_snapshot_holding_later_events_replays_idempotently() -> None:
     # captured after every record was applied, but tagged as of LSN 4
     snap = decode(snapshot_of(original, 4))
     rebuilt, _ = recover(Limits(), snap, [(1, log_of(records))])
-    same_state(original, rebuilt)
+    same_state(original, rebuilt, records)
 
 
 def test_retention_survives_a_snapshot() -> None:
     original = Chat(Limits(retain_messages=3))
     records = workload(original)
+    for floor in original.retention_due():
+        original.apply(floor)
+        records.append(floor)
     snap = decode(snapshot_of(original, len(records)))
     rebuilt, _ = recover(Limits(retain_messages=3), snap, [])
-    same_state(original, rebuilt)
-    batch = rebuilt.sync("alice", Sync(conv=DM, after=0))
-    assert ([e.seq for e in batch.msgs], batch.floor) == ([5, 6, 7], 5)
+    same_state(original, rebuilt, records)
+    msgs = history(rebuilt, "alice", DM, [r for r in records if isinstance(r, Event)])
+    assert ([e.seq for e in msgs], rebuilt.floor(DM)) == ([5, 6, 7], 5)
 
 
 def test_damaged_snapshots_are_refused() -> None:
@@ -166,13 +171,13 @@ def receipts(chat: Chat) -> list[Record]:
             records.append(out.record)
 
     for i in range(4):
-        commit(chat.submit("alice", "d", Send(conv=DM, cmid=f"a{i}", body=i), 0))
+        commit(submit(chat, "alice", "d", Send(conv=DM, cmid=f"a{i}", body=i), 0))
     commit(chat.receive("bob", "phone", Recv(conv=DM, seq=2)))
-    commit(chat.submit("bob", "phone", Read(conv=DM, seq=1), 0))
+    commit(submit(chat, "bob", "phone", Read(conv=DM, seq=1), 0))
     commit(chat.receive("bob", "laptop", Recv(conv=DM, seq=4)))
-    commit(chat.submit("bob", "phone", Send(conv=DM, cmid="b", body="ok"), 0))
+    commit(submit(chat, "bob", "phone", Send(conv=DM, cmid="b", body="ok"), 0))
     commit(chat.receive("alice", "d", Recv(conv=DM, seq=5)))
-    commit(chat.submit("bob", "phone", Read(conv=DM, seq=4), 0))
+    commit(submit(chat, "bob", "phone", Read(conv=DM, seq=4), 0))
     return records
 
 
@@ -239,12 +244,14 @@ def test_a_version_1_snapshot_and_log_still_load() -> None:
     from_snapshot, _ = recover(Limits(), snap, [])
     from_log, report = recover(Limits(), None, [(1, V1_LOG)])
     assert (report.replayed, report.corrupt, report.torn) == (4, None, None)
+    # the snapshot's events are for the store (an upgrade puts them there)
+    assert [e.body for e in by_conv[DM].events] == ["hi", {"n": 2}]
     for chat in (from_snapshot, from_log):
         dm, group = sorted(chat.summaries("alice"), key=lambda s: s.conv)
         assert (dm.head, dm.peer_read, dm.peer_delivered) == (2, 1, 0)
         assert (group.head, group.peer_read) == (1, None)
-        assert [e.body for e in chat.events(DM)] == ["hi", {"n": 2}]
+        assert [e.body for e in history(chat, "alice", DM, by_conv[DM].events)] == ["hi", {"n": 2}]
     assert cursors_of(from_snapshot) == cursors_of(from_log)
-    # written again, it is a version 2 snapshot of the same state
+    # written again, it is a version 3 snapshot of the same state
     rewritten, _ = recover(Limits(), decode(snapshot_of(from_snapshot, 4)), [])
     assert cursors_of(rewritten) == cursors_of(from_snapshot)

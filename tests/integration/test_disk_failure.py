@@ -26,8 +26,9 @@ DM = "dm:alice:bob"
 async def test_a_failing_disk_refuses_writes_and_keeps_serving_reads(
     nursery: trio.Nursery, tmp_path: Path, on: str
 ) -> None:
-    # the segment's header takes one write and one fsync, each send one more
-    files = FailingFiles(ok=4, on=on)
+    # the FORMAT file takes one fsync, the segment's header one write and one fsync, each
+    # send one more
+    files = FailingFiles(ok=4 + (on == "fsync"), on=on)
     config = build({"port": 0, "admin_port": 0, "data_dir": tmp_path, "auth_secret": SECRET})
     server: RunningServer = await nursery.start(partial(serve, config, files=files))
     with trio.fail_after(10):

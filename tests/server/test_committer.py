@@ -11,6 +11,7 @@ from imcore.core import Chat, Limits
 from imcore.core.frames import Ack, Error, Send, Sync
 from imcore.server.committer import Committer
 from imcore.server.metrics import Metrics
+from tests.helpers.core import sync_page
 
 if TYPE_CHECKING:
     from imcore.core import Deliveries, Record, ServerFrame
@@ -26,11 +27,12 @@ class GateLog:
         self.fail = False
         self.batches: list[list[Record]] = []
 
-    async def commit(self, records: list[Record]) -> None:
+    async def commit(self, records: list[Record]) -> int:
         await self.gate.wait()
         if self.fail:
             raise OSError(28, "No space left on device")
         self.batches.append(records)
+        return sum(map(len, self.batches)) - len(records) + 1
 
 
 def setup() -> tuple[Chat, GateLog, Committer, list[Deliveries]]:
@@ -76,4 +78,4 @@ async def test_a_failed_commit_answers_unavailable_and_keeps_reads(nursery: trio
     assert isinstance(refusal, Error)
     assert (refusal.code, refusal.id) == ("unavailable", "lost")
     assert chat.read_only
-    assert [e.cmid for e in chat.sync("bob", Sync(conv=DM)).msgs] == ["ok"]
+    assert [e.cmid for e in sync_page(chat, "bob", Sync(conv=DM)).msgs] == ["ok"]

@@ -1,0 +1,107 @@
+"""The checkpoint: committed records into the history store, off the ack path.
+
+The committer hands over each batch it made durable (`committed`); this task writes what
+has accumulated to the store in a worker thread, a transaction of at most `batch` records
+at a time, then tells the core (`Chat.stored`) so the hot tails may let those events go.
+An ack never waits for any of it: the WAL is the commit point, and the records wait for
+the store in the log (and in the tails) however far the store falls behind.
+
+If a store write fails, nothing is lost (the log holds every record), but the store stops
+advancing: the tails stop shrinking and the log is no longer trimmed. The failure is logged
+and the write retried after a pause.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..core.wal_format import WalRecord
+from .files import run_blocking
+
+if TYPE_CHECKING:
+    from ..core import Chat, Record
+    from .files import Files
+    from .store import HistoryStore
+
+log = logging.getLogger("imcore.checkpoint")
+
+BATCH = 5000
+RETRY_S = 1.0
+
+
+class Checkpoint:
+    """Brings the store up to date with the log.
+
+    Args:
+        store: the history store.
+        chat: the core, told what the store holds.
+        files: the file layer (whether blocking calls go to a thread; what was synced).
+        batch: records per store transaction.
+    """
+
+    def __init__(
+        self, store: HistoryStore, chat: Chat, files: Files, *, batch: int = BATCH
+    ) -> None:
+        self.store = store
+        self.chat = chat
+        self.files = files
+        self.batch = batch
+        self.committed_lsn = store.lsn  # the last record handed over
+        self.last_write_s = 0.0
+        self._pending: list[WalRecord] = []
+        self._lock = trio.Lock()  # the store's one writer: writes and syncs take turns
+        self._more = trio.Event()
+        self._idle = trio.Event()
+        self._idle.set()
+
+    @property
+    def lag(self) -> int:
+        """Committed records the store does not hold yet."""
+        return self.committed_lsn - self.store.lsn
+
+    def committed(self, first_lsn: int, records: list[Record]) -> None:
+        """The committer made `records` durable, the first at `first_lsn`."""
+        self._pending.extend(WalRecord(first_lsn + i, r) for i, r in enumerate(records))
+        self.committed_lsn = first_lsn + len(records) - 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._more.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            if not self._pending:
+                self._idle.set()
+                await self._more.wait()
+                self._more = trio.Event()
+                continue
+            try:
+                await self._write_some()
+            except Exception as exc:
+                fields = {"error": str(exc), "lag": self.lag, "note": "the log holds them"}
+                log.error("checkpoint failed; retrying", extra={"fields": fields})
+                await trio.sleep(RETRY_S)
+
+    async def _write_some(self) -> None:
+        todo = self._pending[: self.batch]
+        async with self._lock:
+            started = time.perf_counter()
+            lsn = await run_blocking(self.files, self.store.write, todo)
+            self.last_write_s = time.perf_counter() - started
+        del self._pending[: len(todo)]
+        self.chat.stored(lsn)
+
+    async def drain(self) -> None:
+        """Wait until the store holds every record handed over so far."""
+        while self._pending:
+            await self._idle.wait()
+
+    async def sync(self) -> int:
+        """Make the store durable (SQLite checkpoint + fsync). Returns the LSN it covers."""
+        async with self._lock:
+            lsn = await run_blocking(self.files, self.store.sync)
+            self.files.synced(self.store.path)
+            return lsn
