@@ -56,9 +56,17 @@ class PowerLossFiles(Files):
     `crash()` then does to the directory what a power loss would: every file is cut back to
     the size it had at its last fsync, files whose directory entry was never fsynced vanish,
     and renames not followed by a directory fsync are undone.
+
+    SQLite writes its files itself; what it made durable is learnt from `synced` (after a
+    checkpoint that fsynced the database and emptied its WAL). For each database in
+    `sqlite`, a crash puts back the bytes it had then, or removes it if it was never
+    synced, and drops its WAL and shared-memory files: of what `synchronous=NORMAL`
+    allows a power loss to take, all of it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, sqlite: tuple[Path, ...] = ()) -> None:
+        self.sqlite = sqlite
+        self.sqlite_durable: dict[Path, bytes] = {}
         self.paths: dict[int, Path] = {}
         self.durable_size: dict[Path, int] = {}
         self.new_entries: dict[Path, set[Path]] = {}  # dir -> entries not yet fsynced
@@ -92,7 +100,17 @@ class PowerLossFiles(Files):
         self.renames.setdefault(dst.parent, []).append((src, dst))
         self.durable_size[dst] = self.durable_size.pop(src, 0)
 
+    def synced(self, path: Path) -> None:
+        self.sqlite_durable[path] = path.read_bytes()
+
     def crash(self) -> None:
+        for db in self.sqlite:
+            durable = self.sqlite_durable.get(db)
+            if durable is not None:
+                db.write_bytes(durable)
+            for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+                if path.exists() and (durable is None or path != db):
+                    path.unlink()
         for moves in self.renames.values():
             for src, dst in reversed(moves):
                 if dst.exists():
