@@ -13,7 +13,6 @@ import sqlite3
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import pytest
 import trio
 
 from imcore.config import build
@@ -30,6 +29,8 @@ from .workload import Ledger, check, retry, run_until_killed, set_up
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    import pytest
 
 SMALL_TAIL = "50000"
 SEND_RATE = "1000000"  # see test_kill.py
