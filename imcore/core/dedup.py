@@ -6,25 +6,33 @@ disk; asking it on every send would put a disk read on the path of every message
 filter answers "certainly new" for almost every new cmid from memory, and "maybe stored"
 for every cmid that is stored (never a false "new"), so only a maybe costs a store lookup.
 
-It is a scalable Bloom filter: a list of plain Bloom filters, each twice the capacity of the
-one before, so it grows with the history without knowing its size in advance. Each holds
-`capacity` keys in `capacity * BITS_PER_KEY` bits with `HASHES` probes, a false-positive
-rate of about 0.5% when full; a key is checked against every filter. Memory is about
-1.5 bytes per stored cmid (up to twice that just after a new filter is added). Deleting
-is not possible, and not needed: a retained-away event's cmid answers "maybe", the store
-says no, and the send is new.
+It is a scalable Bloom filter (Almeida et al., 2007): a list of plain Bloom filters, each
+twice the capacity of the one before, so it grows with the history without knowing its
+size in advance. Filter i probes `FIRST_HASHES + i` bits per key in
+`capacity * probes / ln 2` bits, a false-positive rate of about 2^-(9 + i) when full, so
+however many filters there are, a new cmid is a "maybe" less than 0.4% of the time. A key
+is checked against every filter, and a check stops at the first clear bit. The first
+filter holds 2^20 keys (1.6 MB), so 10 million cmids take four filters and about 2.4 bytes
+each. Deleting is not possible, and not needed: a retained-away event's cmid answers
+"maybe", the store says no, and the send is new.
 """
 
 from __future__ import annotations
 
 from hashlib import blake2b
 
-BITS_PER_KEY = 11  # with 7 probes: ~0.5% false positives per full filter
-HASHES = 7
-FIRST_CAPACITY = 1 << 16
+FIRST_HASHES = 9  # probes of the first filter: ~0.2% false positives when full
+FIRST_CAPACITY = 1 << 20
 _MASK64 = (1 << 64) - 1
+_LN2 = 0.6931471805599453
 
-#: One filter as a snapshot stores it: [capacity, keys added, bits].
+
+def _size(capacity: int, hashes: int) -> int:
+    """Bits for `capacity` keys at `hashes` probes each (the optimum: m = n k / ln 2)."""
+    return int(capacity * hashes / _LN2) + 1
+
+#: The filters as a snapshot stores them, in order: [capacity, keys added, bits] each
+#: (filter i probes FIRST_HASHES + i bits per key).
 FilterState = list[list[int | bytes]]
 
 
@@ -33,27 +41,32 @@ def _key(conv: str, sender: str, cmid: str) -> bytes:
 
 
 class _Bloom:
-    __slots__ = ("bits", "capacity", "count", "size")
+    __slots__ = ("bits", "capacity", "count", "hashes", "size")
 
-    def __init__(self, capacity: int, bits: bytearray | None = None, count: int = 0) -> None:
+    def __init__(
+        self, capacity: int, hashes: int, bits: bytearray | None = None, count: int = 0
+    ) -> None:
         self.capacity = capacity
-        self.size = capacity * BITS_PER_KEY
+        self.hashes = hashes
+        self.size = _size(capacity, hashes)
         self.bits = bits if bits is not None else bytearray((self.size + 7) // 8)
         self.count = count
 
-    def _probes(self, h1: int, h2: int) -> list[int]:
-        size = self.size
-        return [((h1 + i * h2) & _MASK64) % size for i in range(HASHES)]
-
     def add(self, h1: int, h2: int) -> None:
-        bits = self.bits
-        for p in self._probes(h1, h2):
+        bits, size = self.bits, self.size
+        for i in range(self.hashes):
+            p = ((h1 + i * h2) & _MASK64) % size
             bits[p >> 3] |= 1 << (p & 7)
         self.count += 1
 
-    def __contains__(self, hashes: tuple[int, int]) -> bool:
-        bits = self.bits
-        return all(bits[p >> 3] & (1 << (p & 7)) for p in self._probes(*hashes))
+    def __contains__(self, key: tuple[int, int]) -> bool:
+        h1, h2 = key
+        bits, size = self.bits, self.size
+        for i in range(self.hashes):
+            p = ((h1 + i * h2) & _MASK64) % size
+            if not bits[p >> 3] & (1 << (p & 7)):
+                return False
+        return True
 
 
 class CmidFilter:
@@ -78,7 +91,7 @@ class CmidFilter:
         filters = self._filters
         if not filters or filters[-1].count >= filters[-1].capacity:
             capacity = filters[-1].capacity * 2 if filters else self.first_capacity
-            filters.append(_Bloom(capacity))
+            filters.append(_Bloom(capacity, FIRST_HASHES + len(filters)))
         filters[-1].add(*self._hashes(conv, sender, cmid))
 
     def may_contain(self, conv: str, sender: str, cmid: str) -> bool:
@@ -108,10 +121,11 @@ class CmidFilter:
             ValueError: a filter's bits do not match its capacity.
         """
         made = cls(first_capacity)
-        for capacity, count, bits in state:
+        for i, (capacity, count, bits) in enumerate(state):
             if not isinstance(capacity, int) or not isinstance(count, int):
                 raise ValueError("a filter's capacity and count must be integers")
-            if not isinstance(bits, bytes) or len(bits) != (capacity * BITS_PER_KEY + 7) // 8:
+            hashes = FIRST_HASHES + i
+            if not isinstance(bits, bytes) or len(bits) != (_size(capacity, hashes) + 7) // 8:
                 raise ValueError("a filter's bits do not match its capacity")
-            made._filters.append(_Bloom(capacity, bytearray(bits), count))
+            made._filters.append(_Bloom(capacity, hashes, bytearray(bits), count))
         return made

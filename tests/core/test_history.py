@@ -163,7 +163,7 @@ def test_pages_and_unread_are_the_same_whatever_the_tail_holds(
 
 
 def test_the_filter_never_forgets_and_rarely_imagines() -> None:
-    f = CmidFilter(first_capacity=1000)
+    f = CmidFilter(first_capacity=1000)  # five filters for these keys
     keys = [(f"dm:u{i % 97}:v", f"u{i % 13}", f"cmid-{i}") for i in range(20_000)]
     for key in keys:
         f.add(*key)
@@ -171,11 +171,11 @@ def test_the_filter_never_forgets_and_rarely_imagines() -> None:
     rng = random.Random(16)
     strangers = [(f"dm:u{rng.randrange(97)}:v", "u1", f"other-{i}") for i in range(20_000)]
     false_positives = sum(f.may_contain(*key) for key in strangers)
-    assert false_positives < 0.02 * len(strangers)
+    assert false_positives < 0.006 * len(strangers)
     again = CmidFilter.from_state(f.to_state(), first_capacity=1000)
     assert all(again.may_contain(*key) for key in keys)
     assert again.keys == f.keys == 20_000
-    assert f.nbytes < 3 * len(keys)  # a few bytes a cmid
+    assert f.nbytes < 4 * len(keys)  # a few bytes a cmid (the last filter is half empty)
 
 
 def opened(chat: Chat, user: str = "alice") -> Session:
