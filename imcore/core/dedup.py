@@ -31,6 +31,7 @@ def _size(capacity: int, hashes: int) -> int:
     """Bits for `capacity` keys at `hashes` probes each (the optimum: m = n k / ln 2)."""
     return int(capacity * hashes / _LN2) + 1
 
+
 #: The filters as a snapshot stores them, in order: [capacity, keys added, bits] each
 #: (filter i probes FIRST_HASHES + i bits per key).
 FilterState = list[list[int | bytes]]
