@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 import trio
@@ -52,7 +53,7 @@ class Checkpoint:
         self.batch = batch
         self.committed_lsn = store.lsn  # the last record handed over
         self.last_write_s = 0.0
-        self._pending: list[WalRecord] = []
+        self._pending: deque[list[WalRecord]] = deque()  # batches as the committer made them
         self._lock = trio.Lock()  # the store's one writer: writes and syncs take turns
         self._more = trio.Event()
         self._idle = trio.Event()
@@ -65,7 +66,7 @@ class Checkpoint:
 
     def committed(self, first_lsn: int, records: list[Record]) -> None:
         """The committer made `records` durable, the first at `first_lsn`."""
-        self._pending.extend(WalRecord(first_lsn + i, r) for i, r in enumerate(records))
+        self._pending.append([WalRecord(first_lsn + i, r) for i, r in enumerate(records)])
         self.committed_lsn = first_lsn + len(records) - 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self._more.set()
@@ -86,12 +87,17 @@ class Checkpoint:
                 await trio.sleep(RETRY_S)
 
     async def _write_some(self) -> None:
-        todo = self._pending[: self.batch]
+        pending, todo = self._pending, list[WalRecord]()
+        taken = 0
+        while taken < len(pending) and len(todo) < self.batch:
+            todo += pending[taken]
+            taken += 1
         async with self._lock:
             started = time.perf_counter()
             lsn = await run_blocking(self.files, self.store.write, todo)
             self.last_write_s = time.perf_counter() - started
-        del self._pending[: len(todo)]
+        for _ in range(taken):  # only once written: a failed write is tried again
+            pending.popleft()
         self.chat.stored(lsn)
 
     async def drain(self) -> None:

@@ -92,18 +92,25 @@ async def test_retain_messages_keeps_the_newest_and_deletes_the_rest(
 async def test_retain_days_deletes_what_is_older(
     nursery: trio.Nursery, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    listener = await start(nursery, tmp_path, retain_days=1)
+    # Days pass by jumps of the clock (each timer then fires once, late), not by sleeping
+    # through every timer of the server; heartbeats far apart keep the client connected.
+    listener = await start(nursery, tmp_path, retain_days=1, heartbeat_ms=10 * DAY_S * 1000)
+
+    async def days_pass(seconds: float) -> None:
+        autojump_clock.jump(seconds)
+        await trio.sleep(601)  # a retention sweep, and the checkpoint after it
+
     async with open_memory_client(listener) as raw:
         alice = await said_hello(raw, "alice")
         await send(alice, 5, "old")
-        await trio.sleep(DAY_S - 3600)
+        await days_pass(DAY_S - 3600)
         await send(alice, 3, "new")
         assert (await page(alice))["floor"] == 1  # a day has not passed for any of them
-        await trio.sleep(2 * 3600)  # the old ones are a day old; the new ones are not
+        await days_pass(3600)  # the old ones are a day old; the new ones are not
         after = await page(alice)
         assert (after["floor"], [m["body"] for m in after["msgs"]]) == (6, ["new0", "new1", "new2"])
         assert stored_seqs(tmp_path) == [6, 7, 8]
-        await trio.sleep(DAY_S)
+        await days_pass(DAY_S)
         gone = await page(alice)
         assert (gone["floor"], gone["head"], gone["msgs"]) == (9, 8, [])
         assert stored_seqs(tmp_path) == []
