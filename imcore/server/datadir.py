@@ -204,6 +204,11 @@ def open_state(
         fields = {"file": paths[first].name, "dropped_bytes": torn.dropped, "lsn": report.last_lsn}
         log.warning("torn tail truncated", extra={"fields": fields})
         _truncate(paths[first], torn.offset, files)
+    if store.lsn > report.last_lsn:
+        heads = {conv: chat.head(conv) for conv in chat.conversation_ids()}
+        fields = {"store_lsn_was": store.lsn, "log_lsn": report.last_lsn}
+        fields["deleted"] = store.truncate_after(heads, report.last_lsn)
+        log.warning("the store was ahead of the log: cut back", extra={"fields": fields})
     to_store = [r for r in report.to_store if r.lsn <= report.last_lsn]
     for start in range(0, len(to_store), 5000):
         store.write(to_store[start : start + 5000])

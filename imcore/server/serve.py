@@ -195,7 +195,7 @@ async def serve(
         async with trio.open_nursery() as services:
             await services.start(checkpoint.run)
             if recovered.upgraded:
-                await snapshotter.take()
+                await snapshotter.take(force=True)
                 await run_blocking(files, write_format, config.data_dir, files)
                 log.warning("upgrade finished: the data directory is now format 2")
             services.start_soon(retention.run)

@@ -97,11 +97,12 @@ class Snapshotter:
                     fields = {"error": str(exc), "note": "the log still holds everything"}
                     log.error("snapshot failed", extra={"fields": fields})
 
-    async def take(self) -> Path | None:
-        """Write a snapshot of the committed state now. Returns its path (None if no change)."""
+    async def take(self, *, force: bool = False) -> Path | None:
+        """Write a snapshot of the committed state now. Returns its path (None if nothing
+        changed since the last one, unless `force`: an upgrade's snapshot of a new format)."""
         async with self._lock:
             lsn = self.wal.durable_lsn
-            if lsn == self.last_lsn and list_snapshots(self.directory):
+            if lsn == self.last_lsn and list_snapshots(self.directory) and not force:
                 return None
             started = time.monotonic()
             await self.wal.roll()  # later records go to a new segment: the old ones can go

@@ -167,6 +167,28 @@ class HistoryStore:
             raise
         self.lsn = max(lsn, self.lsn)
 
+    def truncate_after(self, heads: dict[str, int], lsn: int) -> int:
+        """Forget what the log no longer has: events above each conversation's `heads`
+        (0 for one not there), and `lsn` as the store's. After a power loss under
+        `--fsync interval` or `never`, the store may hold records the log lost; their seqs
+        will be given to other events. Returns the events deleted."""
+        db = self._db
+        deleted = 0
+        db.execute("BEGIN")
+        try:
+            for conv, conv_id in self._ids.items():
+                cursor = db.execute(
+                    "DELETE FROM events WHERE conv = ? AND seq > ?", (conv_id, heads.get(conv, 0))
+                )
+                deleted += cursor.rowcount
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('lsn', ?)", (lsn,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.lsn = self.durable_lsn = lsn
+        return deleted
+
     def sync(self) -> int:
         """Make everything written durable (a SQLite checkpoint: WAL fsynced, copied into
         the database, database fsynced). Returns `durable_lsn`."""

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from imcore.config import build
+from imcore.core import Event
+from imcore.core.wal_format import WalRecord
 from imcore.server import RunningServer, serve
+from imcore.server.store import HistoryStore, store_path
 from tests.helpers.client import Client, open_client
 from tests.helpers.core import SECRET
 
@@ -131,3 +134,21 @@ async def test_a_retry_of_a_message_that_left_memory_is_still_a_dup(tmp_path: Pa
             msgs = await sync_all(alice, DM)
             assert len(msgs) == 2001
             assert msgs[0]["body"] == {"n": 0}  # the retry stored nothing
+
+
+async def test_a_store_ahead_of_the_log_is_cut_back_to_it(tmp_path: Path) -> None:
+    """After a power loss under `--fsync interval`, SQLite may have kept records the log
+    lost: their seqs go to new events, and their cmids must not answer as dups."""
+    with trio.fail_after(30):
+        async with running(settings(tmp_path)) as server, open_client(server, "alice") as alice:
+            await send_all(alice, DM, 5)
+        store = HistoryStore(store_path(tmp_path))
+        lost = Event(conv=DM, seq=6, ts=10**6, sender="alice", dev="d1", at=0, cmid="lost", body=0)
+        store.write([WalRecord(store.lsn + 1, lost)])
+        store.close()
+        async with running(settings(tmp_path)) as server, open_client(server, "alice") as alice:
+            again = await alice.request(op="send", conv=DM, cmid="lost", body="new")
+            assert (again["seq"], again.get("dup", False)) == (6, False)
+        async with running(settings(tmp_path)) as server, open_client(server, "alice") as alice:
+            msgs = await sync_all(alice, DM)  # from the store: the tail starts empty
+            assert [m["body"] for m in msgs[5:]] == ["new"]

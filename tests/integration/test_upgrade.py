@@ -87,3 +87,17 @@ async def test_a_newer_format_is_refused_clearly(tmp_path: Path) -> None:
     values = {"port": 0, "admin_port": 0, "data_dir": tmp_path, "auth_secret": SECRET}
     with pytest.raises(StartupError, match=f"format {FORMAT_VERSION + 1}, newer"):
         await serve(build(values))
+
+
+async def test_a_format_1_snapshot_with_no_log_after_it_is_rewritten(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / "format1", data, ignore=shutil.ignore_patterns("README.md", "wal"))
+    values = {"port": 0, "admin_port": 0, "data_dir": data, "auth_secret": SECRET}
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server: RunningServer = await nursery.start(serve, build(values))
+            summary, msgs = await history_of(server, "alice", "g:team")
+            assert [m["seq"] for m in msgs] == list(range(1, summary["head"] + 1))
+            server.stop.set()
+    (newest,) = list_snapshots(snapshot_dir(data))
+    assert decode(newest[1].read_bytes()).version == 3
