@@ -4,7 +4,9 @@ The reader (the connection's own task) feeds frames to the core's `Session` and 
 the effects it returns; it never awaits the disk or another peer. A `Fetch` (history the
 store must supply) runs as a task of the connection's nursery, in a worker thread, and its
 answer goes back to the session; while a send waits on its lookup the session holds later
-frames, and the reader stops reading until it is done. The writer drains the
+frames, and the reader stops reading until it is done. So does a connection with
+`FETCHES_PER_CONNECTION` store reads in flight: a client that pipelines old syncs gets
+them answered at the store's pace, and costs a bounded number of tasks. The writer drains the
 outbox into the socket: pushes, replies and control frames, in one order. The session owns
 every deadline; the connection keeps the one `due` the server's `Timers` call it back at.
 
@@ -54,6 +56,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imcore.conn")
 
+#: Store reads one connection may have in flight before its reader waits for one to end.
+FETCHES_PER_CONNECTION = 8
+
 
 class Services(Protocol):
     """What a connection uses of its server (assembled by `serve`)."""
@@ -85,6 +90,7 @@ class Connection:
 
     __slots__ = (
         "_cancel",
+        "_fetching",
         "_nursery",
         "_resumed",
         "by_client",
@@ -113,7 +119,8 @@ class Connection:
         self.by_client = False  # the client began the closing handshake
         self._cancel: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
-        self._resumed = trio.Event()  # set when a held session takes frames again
+        self._resumed = trio.Event()  # set when the reader may go on (see `_read`)
+        self._fetching = 0  # store reads in flight
         self.due = math.inf  # when the server's Timers call on_timer next
 
     @property
@@ -217,7 +224,7 @@ class Connection:
                 elif isinstance(received, Gone):
                     self._stop()
                     return
-            if session.holding:
+            while session.holding or self._fetching >= FETCHES_PER_CONNECTION:
                 self._resumed = trio.Event()
                 await self._resumed.wait()
 
@@ -288,6 +295,7 @@ class Connection:
     async def _fetch(self, fetch: Fetch) -> None:
         """Read from the store, then let the session finish the request."""
         session = self.session
+        self._fetching += 1
         try:
             answer = await self.server.read_store(fetch.query)
         except Exception as exc:
@@ -296,9 +304,10 @@ class Connection:
             effects = session.fetch_failed(fetch, self.server.now_ms())
         else:
             effects = session.fetched(fetch, answer, self.server.now_ms())
+        finally:
+            self._fetching -= 1
         self._carry_out(effects)
-        if not session.holding:
-            self._resumed.set()
+        self._resumed.set()  # the reader checks again whether it may go on
 
     def _closing(self, code: int, reason: str) -> None:
         """The transport's part of a close the session has made."""

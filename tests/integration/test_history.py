@@ -152,3 +152,26 @@ async def test_a_store_ahead_of_the_log_is_cut_back_to_it(tmp_path: Path) -> Non
         async with running(settings(tmp_path)) as server, open_client(server, "alice") as alice:
             msgs = await sync_all(alice, DM)  # from the store: the tail starts empty
             assert [m["body"] for m in msgs[5:]] == ["new"]
+
+
+async def test_pipelined_old_syncs_are_each_answered_with_their_page(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with (
+            running(settings(tmp_path)) as server,
+            open_client(server, "alice", recv=False) as alice,
+        ):
+            await send_all(alice, DM, 3000)
+            starts = list(range(0, 2900, 70))
+            for start in starts:  # more than a connection's store reads in flight
+                await alice.send_frame(op="sync", id=f"p{start}", conv=DM, after=start, limit=50)
+            await alice.send_frame(op="ping", id="ping")
+            for start in starts:
+                while f"p{start}" not in alice._replies:
+                    await alice._receive()
+                batch = alice._replies.pop(f"p{start}")
+                assert [m["seq"] for m in batch["msgs"]] == list(range(start + 1, start + 51))
+                assert [m["body"] for m in batch["msgs"]] == [
+                    {"n": s} for s in range(start, start + 50)
+                ]
+            while "ping" not in alice._replies:
+                await alice._receive()
