@@ -209,6 +209,9 @@ def open_state(
         fields = {"store_lsn_was": store.lsn, "log_lsn": report.last_lsn}
         fields["deleted"] = store.truncate_after(heads, report.last_lsn)
         log.warning("the store was ahead of the log: cut back", extra={"fields": fields})
+        # Durable before the log takes new records at those LSNs: a store that came back
+        # ahead after a second power loss would keep the lost events under the new seqs.
+        store.sync()
     to_store = [r for r in report.to_store if r.lsn <= report.last_lsn]
     for start in range(0, len(to_store), 5000):
         store.write(to_store[start : start + 5000])
