@@ -1,8 +1,10 @@
 """The admin API's views: plain data in, JSON-ready dicts out. Pure: imports the core only.
 
 The HTTP layer (server/admin_http.py) gathers the server's figures into `ServerFigures`
-and routes requests here; the offline `imcore-admin inspect` builds the same views from a
-data directory.
+and routes requests here; the offline `imcore-admin inspect` builds
+the same views from a data directory. A view that shows old history takes the events as
+an argument: `last_events` says which, or which part the caller must read from the store
+first (the core's `ReadPage`), as a session's `sync` does.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 from .core import ids
 
 if TYPE_CHECKING:
-    from .core import Chat
+    from collections.abc import Sequence
+
+    from .core import Chat, Event
+    from .core.history import Fetched, ReadPage
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +64,20 @@ def user(chat: Chat, user_id: str, devices: list[dict[str, Any]]) -> dict[str, A
     }
 
 
-def conversation(chat: Chat, conv: str, last: int = 20) -> dict[str, Any] | None:
+def last_events(
+    chat: Chat, conv: str, last: int, stored: Fetched | None = None
+) -> list[Event] | ReadPage:
+    """The newest `last` retained events of `conv`, or the query for the part of them only
+    the store has; call again with its answer as `stored`."""
+    return chat.events_from(conv, max(chat.head(conv) - last + 1, 1), stored)
+
+
+def conversation(chat: Chat, conv: str, events: Sequence[Event]) -> dict[str, Any] | None:
     """GET /conversations/{id}: members with their cursors (`delivered` in a direct
-    conversation only: groups keep none), head, floor and the last events; None if unknown."""
+    conversation only: groups keep none), head, floor and the last events (`events`, from
+    `last_events`); None if unknown."""
     if chat.head(conv) == 0:
         return None
-    events = chat.events(conv)[-last:]
     cursors, direct = chat.cursors, not ids.is_group(conv)
     members = []
     for u, role in sorted(chat.roles(conv).items()):

@@ -1,9 +1,9 @@
 """`imcore-admin`: operator commands.
 
-Offline, on a data directory: `token`, `verify`, `wal dump`. Online, against the admin
-port: `status`, `conns`, `user`, `conv`, `kick`, `snapshot`, as aligned tables (rich) or
-`--json`. Exit codes: 0 ok, 1 damage or not found, 2 bad usage, 3 server unreachable,
-4 token refused.
+Offline, on a data directory: `token`, `verify [--repair]`, `inspect`, `wal dump`.
+Online, against the admin port: `status`, `conns`, `user`, `conv`, `kick`, `snapshot`, as
+aligned tables (rich) or `--json`. Exit codes: 0 ok, 1 damage, not found or failed, 2 bad
+usage, 3 server unreachable, 4 token refused.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import time
 import urllib.error
@@ -24,9 +25,12 @@ from rich.table import Table
 from . import admin_api
 from .core import CursorRecord, DeliveredRecord, Event, Limits, auth
 from .core.errors import Invalid
+from .core.history import ReadPage
 from .core.ids import user_id
+from .core.records import FloorRecord
 from .core.wal_format import record_to_wire, scan_segment
-from .server.datadir import inspect, verify
+from .server.datadir import StartupError, Verification, inspect, repair, verify
+from .server.files import Files
 from .server.layout import list_segments, snapshot_dir, wal_dir
 from .server.secret import load_or_create_secret
 
@@ -172,25 +176,55 @@ def _render_done(data: dict[str, Any]) -> list[Table]:
     return [_pairs("done", data)]
 
 
-def _verify(args: argparse.Namespace) -> int:
-    data_dir: Path = args.data_dir
-    if not data_dir.is_dir():
-        print(f"imcore-admin: no data directory at {data_dir}", file=sys.stderr)
-        return 2
-    found = verify(data_dir, Limits())
+def _print_verification(found: Verification) -> None:
     for name, state in found.snapshots:
         print(f"snapshot {name}: {state}")
     print(f"wal segments:   {found.segments}")
     print(f"wal records:    {found.records}")
     print(f"conversations:  {found.conversations}")
     print(f"events:         {found.events}")
+    store = found.store
+    if store is not None and not store.readable:
+        print("history store:  unreadable")
+    elif store is not None and store.present:
+        print(f"history store:  lsn {store.lsn}, {store.events} events, {store.bytes} bytes")
+    elif store is not None:
+        print("history store:  none (a start builds it from the log)")
+    if store is not None and store.ahead:
+        print(f"store ahead:    {store.ahead}")
     if found.torn:
         print(f"torn tail:      {found.torn} (dropped at the next start)")
     if found.damage:
         print(f"DAMAGE ({len(found.damage)}):")
         for line in found.damage:
             print(f"  - {line}")
-        print("`imcore serve --repair` truncates the log at the first damage and starts.")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir
+    if not data_dir.is_dir():
+        print(f"imcore-admin: no data directory at {data_dir}", file=sys.stderr)
+        return 2
+    found = verify(data_dir, Limits())
+    _print_verification(found)
+    if found.damage and args.repair:
+        try:
+            done = repair(data_dir, Limits(), Files())
+        except (StartupError, OSError, sqlite3.Error) as exc:
+            print(f"imcore-admin: cannot repair: {exc}", file=sys.stderr)
+            return 1
+        print(f"REPAIRED ({len(done)}):")
+        for line in done:
+            print(f"  - {line}")
+        print("after the repair:")
+        found = verify(data_dir, Limits())
+        _print_verification(found)
+    if found.damage:
+        if not args.repair:
+            print(
+                "`imcore-admin verify --repair` (or `imcore serve --repair`) truncates the log "
+                "at the first damage, rebuilds the history store, and says what is lost."
+            )
         return 1
     print("no damage found")
     return 0
@@ -201,27 +235,42 @@ def _inspect(args: argparse.Namespace) -> int:
     if not wal_dir(data_dir).is_dir() and not snapshot_dir(data_dir).is_dir():
         print(f"imcore-admin: no imcore data in {data_dir}", file=sys.stderr)
         return 2
-    chat, report = inspect(data_dir, Limits())
+    try:
+        chat, report, history = inspect(data_dir, Limits())
+    except sqlite3.Error as exc:
+        print(
+            f"imcore-admin: the history store is unreadable ({exc}): see `imcore-admin verify`",
+            file=sys.stderr,
+        )
+        return 1
     data: Any
-    if args.user:
-        data, render = admin_api.user(chat, args.user, []), _render_user
-    elif args.conv:
-        data, render = admin_api.conversation(chat, args.conv, args.last), _render_conv
-        if data is None:
-            print(f"imcore-admin: no conversation {args.conv} in {data_dir}", file=sys.stderr)
-            return 1
-    else:
-        conversations, events = chat.retained()
-        data = {
-            "snapshot_lsn": report.snapshot_lsn,
-            "last_lsn": report.last_lsn,
-            "replayed": report.replayed,
-            "conversations": conversations,
-            "events": events,
-            "clock": chat.clock.value,
-            "damage": None if report.corrupt is None else report.corrupt[1].reason,
-        }
-        render = _render_status
+    try:
+        if args.user:
+            data, render = admin_api.user(chat, args.user, []), _render_user
+        elif args.conv:
+            stored = None
+            while isinstance(
+                found := admin_api.last_events(chat, args.conv, args.last, stored), ReadPage
+            ):
+                stored = (found, history.read_page(found.conv, found.low, found.high))
+            data, render = admin_api.conversation(chat, args.conv, found), _render_conv
+            if data is None:
+                print(f"imcore-admin: no conversation {args.conv} in {data_dir}", file=sys.stderr)
+                return 1
+        else:
+            conversations, events = chat.retained()
+            data = {
+                "snapshot_lsn": report.snapshot_lsn,
+                "last_lsn": report.last_lsn,
+                "replayed": report.replayed,
+                "conversations": conversations,
+                "events": events,
+                "clock": chat.clock.value,
+                "damage": None if report.corrupt is None else report.corrupt[1].reason,
+            }
+            render = _render_status
+    finally:
+        history.close()
     if args.json:
         print(json.dumps(data, indent=2))
     else:
@@ -231,7 +280,12 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 #: `wal dump`'s name for each kind of record.
-_DUMP_KINDS = {Event: "event", CursorRecord: "read", DeliveredRecord: "delivered"}
+_DUMP_KINDS = {
+    Event: "event",
+    CursorRecord: "read",
+    DeliveredRecord: "delivered",
+    FloorRecord: "floor",
+}
 
 
 def _wal_dump(args: argparse.Namespace) -> int:
@@ -306,8 +360,15 @@ def main(argv: list[str] | None = None) -> int:
         if name == "status":
             command.add_argument("--watch", type=float, metavar="N", help="refresh every N s")
         command.set_defaults(run=_online, request=request, render=render)
-    check = commands.add_parser("verify", help="check snapshots and the log offline")
+    check = commands.add_parser(
+        "verify", help="check snapshots, the log and the history store offline"
+    )
     check.add_argument("--data-dir", type=Path, required=True)
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="on damage: truncate the log there and rebuild the history store (server stopped)",
+    )
     check.set_defaults(run=_verify)
     peek = commands.add_parser("inspect", help="the state in a data directory, offline")
     peek.add_argument("--data-dir", type=Path, required=True)

@@ -1,6 +1,9 @@
 """The admin HTTP port: Starlette routes served by hypercorn's trio worker in the server's
 own event loop; the views themselves are `imcore.admin_api`'s. Every endpoint but
 /healthz wants `Authorization: Bearer <token>` with claim `admin: true`.
+
+Must not block the loop: old history (`/conversations/{id}`) is read from the store in a
+worker thread (`read_store`).
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from starlette.routing import Route
 from .. import __version__, admin_api
 from ..core import CloseCode, auth
 from ..core.errors import Unauthorized
+from ..core.history import ReadPage
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-    from ..core import Chat
+    from ..core import Chat, Event
+    from ..core.history import StoreAnswer, StoreQuery
     from .connection import Connection, Connections
     from .fanout import Fanout
     from .metrics import Metrics
@@ -50,7 +55,20 @@ class AdminState:
     wal: Wal
     snapshotter: Snapshotter
     fsync: str
+    #: carries out a query of the core on the store, off the loop (`serve.read_store`)
+    read_store: Callable[[StoreQuery], Awaitable[StoreAnswer]]
     started: float = field(default_factory=time.monotonic)
+
+    async def last_events(self, conv: str, last: int) -> list[Event]:
+        """The newest `last` events of `conv`, the older ones read from the store."""
+        stored = None
+        while True:
+            found = admin_api.last_events(self.chat, conv, last, stored)
+            if not isinstance(found, ReadPage):
+                return found
+            page = await self.read_store(found)
+            assert isinstance(page, list)
+            stored = (found, page)
 
     def figures(self) -> admin_api.ServerFigures:
         metrics = self.metrics
@@ -135,7 +153,9 @@ def build_app(state: AdminState) -> Starlette:
         return JSONResponse(admin_api.user(chat, user_id, devices))
 
     async def conversation(request: Request) -> JSONResponse:
-        view = admin_api.conversation(chat, request.path_params["conv"], _int(request, "last", 20))
+        conv = request.path_params["conv"]
+        events = await state.last_events(conv, min(_int(request, "last", 20), MAX_PAGE))
+        view = admin_api.conversation(chat, conv, events)
         if view is None:
             return JSONResponse({"error": "no such conversation"}, 404)
         return JSONResponse(view)

@@ -22,23 +22,35 @@ newer version than this server knows is refused.
 from __future__ import annotations
 
 import fcntl
-import itertools
 import logging
 import os
+import sqlite3
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ..core import ids
 from ..core.recovery import RecoveryReport, recover
 from ..core.snapshot import Snapshot, SnapshotError, decode
-from ..core.wal_format import SEGMENT_MAGIC, TornTail, scan_segment
-from .layout import format_path, list_segments, list_snapshots, snapshot_dir, wal_dir
+from ..core.wal_format import SEGMENT_MAGIC, TornTail, WalRecord, encode_record, scan_segment
+from .layout import (
+    format_path,
+    list_segments,
+    list_snapshots,
+    segment_path,
+    segments_after,
+    snapshot_dir,
+    wal_dir,
+)
 from .store import HistoryStore, store_path
+from .store_check import LogIndex, StoreCheck, check_store, open_store, rebuild_store
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
-    from ..core import Chat, Limits
+    from ..core import Chat, Event, Limits
+    from ..core.records import FloorRecord
     from .files import Files
 
 log = logging.getLogger("imcore.recovery")
@@ -130,11 +142,7 @@ def load_snapshot(directory: Path) -> Snapshot | None:
 
 def _needed(segments: list[tuple[int, Path]], base: int) -> list[tuple[int, Path]]:
     """The segments that hold records after `base`."""
-    start = 0
-    for i, (first, _) in enumerate(segments):
-        if first <= base + 1:
-            start = i
-    return segments[start:]
+    return segments_after(segments, base)
 
 
 def _upgrade(snapshot: Snapshot, store: HistoryStore) -> None:
@@ -151,6 +159,17 @@ def _upgrade(snapshot: Snapshot, store: HistoryStore) -> None:
     log.warning("upgrading the data directory: events moved to the store", extra={"fields": fields})
 
 
+def _open_store(data_dir: Path) -> HistoryStore:
+    try:
+        return HistoryStore(store_path(data_dir))
+    except sqlite3.Error as exc:
+        raise StartupError(
+            f"the history store {store_path(data_dir)} is unreadable ({exc}). Run "
+            f"`imcore-admin verify --data-dir {data_dir}` for details; `imcore serve --repair` "
+            f"rebuilds it from the log and what of it still reads back."
+        ) from None
+
+
 def open_state(
     data_dir: Path,
     limits: Limits,
@@ -160,25 +179,34 @@ def open_state(
     tail_bytes: int | None = None,
 ) -> Recovered:
     """Recover the state from `data_dir`, truncating a torn tail (and damage, if `repair`),
-    and bring the store up to date with the log.
+    and bring the store up to date with the log: fed what it lacks, or rolled back to the
+    log's last record if it is ahead. With `repair`, a store that cannot serve (unreadable,
+    or missing records the log no longer has) is rebuilt first
+    (`store_check.rebuild_store`), and every loss logged.
 
     Raises:
-        StartupError: damage before the tail and no `repair`; a newer format.
+        StartupError: damage before the tail, or a store that cannot serve, and no
+            `repair`; a newer format.
     """
     version = read_format(data_dir)
     snapshot = load_snapshot(snapshot_dir(data_dir))
-    store = HistoryStore(store_path(data_dir))
     upgraded = snapshot is not None and snapshot.version < 3
+    if repair and not upgraded:
+        for line in repair_damage(data_dir, limits, snapshot, files, rebuild=False):
+            log.warning("repair", extra={"fields": {"done": line}})
+    store = _open_store(data_dir)
     if upgraded:
         assert snapshot is not None
         _upgrade(snapshot, store)
     base = 0 if snapshot is None else snapshot.lsn
     needed = _needed(list_segments(wal_dir(data_dir)), min(base, store.lsn))
     if needed and needed[0][0] > store.lsn + 1 and store.lsn < base:
+        store.close()
         raise StartupError(
             f"the history store holds records up to {store.lsn} and the log starts at "
             f"{needed[0][0]}: records {store.lsn + 1}..{needed[0][0] - 1} are in neither. "
-            f"Run `imcore-admin verify --data-dir {data_dir}`."
+            f"Run `imcore-admin verify --data-dir {data_dir}`; `imcore serve --repair` "
+            f"rebuilds the store and says what is lost."
         )
     chat, report = recover(
         limits,
@@ -192,6 +220,7 @@ def open_state(
         first, damage = report.corrupt
         where = f"{paths[first].name} at byte {damage.offset}"
         if not repair:
+            store.close()
             raise StartupError(
                 f"the write-ahead log is damaged in {where}: {damage.reason}. "
                 f"Records after it cannot be trusted. Run `imcore-admin verify --data-dir "
@@ -243,15 +272,58 @@ def _recover_readonly(
     """The state as a start would recover it, without changing a byte on disk."""
     segments = list_segments(wal_dir(data_dir))
     base = 0 if snapshot is None else snapshot.lsn
-    start = max([i for i, (first, _) in enumerate(segments) if first <= base + 1] or [0])
     return recover(
-        limits, snapshot, [(first, path.read_bytes()) for first, path in segments[start:]]
+        limits, snapshot, [(first, path.read_bytes()) for first, path in _needed(segments, base)]
     )
 
 
-def inspect(data_dir: Path, limits: Limits) -> tuple[Chat, RecoveryReport]:
-    """The state a server would start with, for `imcore-admin inspect` (reads only)."""
-    return _recover_readonly(data_dir, limits, load_snapshot(snapshot_dir(data_dir)))
+def _log_records(data_dir: Path) -> Iterator[WalRecord]:
+    """Every whole record of the log, a segment at a time, in LSN order."""
+    for first, path in list_segments(wal_dir(data_dir)):
+        yield from scan_segment(path.read_bytes(), first).records
+
+
+def _log_index(data_dir: Path, report: RecoveryReport) -> LogIndex:
+    """The events of the log up to the last record recovery kept."""
+    return LogIndex.of(_log_records(data_dir), report.last_lsn)
+
+
+class OfflineHistory:
+    """Old history for the offline views: the store (read only), and the log's events the
+    store does not hold yet. Answers a `ReadPage` of the core (`read_page`)."""
+
+    def __init__(self, store: HistoryStore | None, log: LogIndex) -> None:
+        self.store = store
+        self.log = log
+
+    def read_page(self, conv: str, low: int, high: int) -> list[Event]:
+        found = (
+            {} if self.store is None else {e.seq: e for e in self.store.read_page(conv, low, high)}
+        )
+        logged = self.log.events.get(conv, {})
+        if len(logged) < high - low + 1:
+            found.update((seq, e) for seq, (_, e) in logged.items() if low <= seq <= high)
+        else:
+            found.update((seq, logged[seq][1]) for seq in range(low, high + 1) if seq in logged)
+        return [found[seq] for seq in sorted(found)]
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def inspect(data_dir: Path, limits: Limits) -> tuple[Chat, RecoveryReport, OfflineHistory]:
+    """The state a server would start with, for `imcore-admin inspect` (reads only), and
+    where its old history is read. Close the history when done.
+
+    Raises:
+        sqlite3.Error: the store cannot be read (`verify` says more).
+    """
+    chat, report = _recover_readonly(data_dir, limits, load_snapshot(snapshot_dir(data_dir)))
+    store, unreadable = open_store(data_dir)
+    if unreadable is not None:
+        raise sqlite3.DatabaseError(unreadable)
+    return chat, report, OfflineHistory(store, _log_index(data_dir, report))
 
 
 def _truncate(path: Path, offset: int, files: Files) -> None:
@@ -263,8 +335,9 @@ def _truncate(path: Path, offset: int, files: Files) -> None:
 
 def _repair(
     paths: dict[int, Path], first: int, offset: int, report: RecoveryReport, files: Files
-) -> None:
-    """Truncate the log at the damage and delete what follows; log exactly what is lost."""
+) -> str:
+    """Truncate the log at the damage and delete what follows; log exactly what is lost.
+    Returns the same as a line."""
     path = paths[first]
     lost_bytes = path.stat().st_size - offset
     lost_records = 0
@@ -285,6 +358,103 @@ def _repair(
     log.warning("repair truncated the log", extra={"fields": fields})
     report.corrupt = None
     report.torn = None
+    return (
+        f"log truncated in {path.name} at byte {offset}: {lost_bytes} bytes lost after "
+        f"lsn {report.last_lsn} ({lost_records} records in {len(report.unread_segments)} "
+        f"later segments deleted)"
+    )
+
+
+def _append_log(data_dir: Path, files: Files, first_lsn: int, records: list[FloorRecord]) -> None:
+    """Append `records` to the log from `first_lsn` on, durably: to the last segment (its
+    torn tail cut first), or to a new one when there is none."""
+    directory = wal_dir(data_dir)
+    data = b"".join(encode_record(first_lsn + i, r) for i, r in enumerate(records))
+    segments = list_segments(directory)
+    if segments:
+        first, path = segments[-1]
+        scan = scan_segment(path.read_bytes(), first)
+        if scan.damage is not None and not isinstance(scan.damage, TornTail):
+            raise StartupError(f"{path.name} is damaged at byte {scan.damage.offset}")
+        last = scan.records[-1].lsn if scan.records else first - 1
+        if last + 1 != first_lsn:
+            raise StartupError(f"the log ends at lsn {last}, not {first_lsn - 1}")
+        if scan.damage is not None:
+            _truncate(path, scan.end, files)
+    if segments and segments[-1][1].exists():
+        fd = files.open_append(segments[-1][1], create=False)
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = files.open_append(segment_path(directory, first_lsn), create=True)
+        data = SEGMENT_MAGIC + data
+    try:
+        files.write(fd, data)
+        files.fsync(fd)
+    finally:
+        files.close(fd)
+    files.fsync_dir(directory)
+
+
+def _store_trouble(data_dir: Path, log_index: LogIndex) -> str | None:
+    """Why the store cannot serve as it is, if it cannot: unreadable, or missing records
+    the log no longer holds. (Cheap: no scan of the store. A store ahead of the log is
+    rolled back by every start: `HistoryStore.truncate_after`.)"""
+    store, unreadable = open_store(data_dir)
+    if unreadable is not None:
+        return f"the store is unreadable ({unreadable})"
+    lsn = 0 if store is None else store.lsn
+    if store is not None:
+        store.close()
+    if lsn + 1 < log_index.first_lsn:
+        return f"the store holds records up to {lsn} and the log starts at {log_index.first_lsn}"
+    return None
+
+
+def repair_damage(
+    data_dir: Path, limits: Limits, snapshot: Snapshot | None, files: Files, *, rebuild: bool
+) -> list[str]:
+    """Repair what `--repair` repairs: truncate the log at damage before its tail, then
+    rebuild the store if asked to (`rebuild`), or if it cannot serve as it is. The caller
+    holds the data directory's lock.
+
+    Returns:
+        What was done and lost, a line each.
+    """
+    lines = []
+    segments = list_segments(wal_dir(data_dir))
+    base = 0 if snapshot is None else snapshot.lsn
+    needed = _needed(segments, base)
+    chat, report = recover(limits, snapshot, [(first, path.read_bytes()) for first, path in needed])
+    if report.corrupt is not None:
+        first, damage = report.corrupt
+        lines.append(_repair(dict(needed), first, damage.offset, report, files))
+    index = _log_index(data_dir, report)
+    trouble = _store_trouble(data_dir, index)
+    if trouble is not None:
+        lines.append(f"{trouble}: rebuilding it")
+    if trouble is not None or rebuild:
+        lines += rebuild_store(data_dir, chat, index, files, partial(_append_log, data_dir, files))
+    return lines
+
+
+def repair(data_dir: Path, limits: Limits, files: Files) -> list[str]:
+    """`imcore-admin verify --repair`: the log's damage truncated, and the store rebuilt
+    from the log and what of it still reads back. Refused while a server runs.
+
+    Raises:
+        StartupError: a server holds the directory; it still needs its upgrade.
+    """
+    lock = DataDirLock(data_dir)
+    try:
+        snapshot = load_snapshot(snapshot_dir(data_dir))
+        if snapshot is not None and snapshot.version < 3:
+            raise StartupError(
+                f"{data_dir} is still in format 1: start a server on it once (it upgrades "
+                f"the directory), then repair"
+            )
+        return repair_damage(data_dir, limits, snapshot, files, rebuild=True)
+    finally:
+        lock.release()
 
 
 def _cursor_damage(chat: Chat, conv: str) -> list[str]:
@@ -313,6 +483,7 @@ class Verification:
     conversations: int = 0
     torn: str | None = None  # a torn tail: recoverable, truncated at the next start
     damage: list[str] | None = None
+    store: StoreCheck | None = None  # the history store's own findings (also in `damage`)
 
     @property
     def damaged(self) -> bool:
@@ -320,9 +491,12 @@ class Verification:
 
 
 def verify(data_dir: Path, limits: Limits) -> Verification:
-    """Check every snapshot and WAL record, and the seq continuity of every conversation.
+    """Check every snapshot and WAL record, and the history store against both: every
+    conversation's history gapless from its floor to its head, in the store or the log,
+    with increasing ts, and the events both hold the same (`store_check`).
 
-    Reads only; safe while a server runs, though what it reads may then be moving.
+    Reads only; safe while a server runs, though what it reads may then be moving (a
+    backup is the place to verify a running server's data).
     """
     damage: list[str] = []
     checked: list[tuple[str, str]] = []
@@ -356,18 +530,12 @@ def verify(data_dir: Path, limits: Limits) -> Verification:
         else:
             damage.append(f"{path.name} at byte {scan.damage.offset}: {scan.damage.reason}")
     chat, report = _recover_readonly(data_dir, limits, newest)
+    if newest is None or newest.version >= 3:
+        result.store = check_store(data_dir, chat, _log_index(data_dir, report))
+        damage += result.store.damage
     for conv in chat.conversation_ids():
-        events = chat.events(conv)
-        result.events += len(events)
-        seqs = [e.seq for e in events]
-        if seqs and seqs != list(range(seqs[0], seqs[0] + len(seqs))):
-            damage.append(f"{conv}: seqs are not gapless")
-        if seqs and seqs[-1] != chat.head(conv):
-            damage.append(f"{conv}: head {chat.head(conv)} but last event {seqs[-1]}")
-        if any(a.ts >= b.ts for a, b in itertools.pairwise(events)):
-            damage.append(f"{conv}: ts does not increase along seq")
         damage += _cursor_damage(chat, conv)
-    result.conversations = len(chat.conversation_ids())
+    result.conversations, result.events = chat.retained()
     if report.corrupt is not None and not damage:
         damage.append(f"recovery stopped early: {report.corrupt[1].reason}")
     result.damage = damage

@@ -63,6 +63,16 @@ def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
     return _numbered(directory, _SNAPSHOT)
 
 
+def segments_after(segments: list[tuple[int, Path]], lsn: int) -> list[tuple[int, Path]]:
+    """Of `segments` (as `list_segments` gives them), the ones that may hold records after
+    `lsn`: from the last one starting at or below `lsn + 1` on."""
+    start = 0
+    for i, (first, _) in enumerate(segments):
+        if first <= lsn + 1:
+            start = i
+    return segments[start:]
+
+
 def _number(name: str, ext: str) -> int | None:
     stem, dot, found = name.partition(".")
     if dot and found == ext and stem.isdigit() and len(stem) == _DIGITS:

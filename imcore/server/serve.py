@@ -205,19 +205,19 @@ async def serve(
             await services.start(snapshotter.run)
             services.start_soon(_probe_loop_lag, metrics)
             services.start_soon(collector.watch)
-            admin = build_app(
-                AdminState(
-                    chat=chat,
-                    connections=connections,
-                    fanout=fanout,
-                    metrics=metrics,
-                    secret=secret,
-                    now_ms=now_ms,
-                    wal=wal,
-                    snapshotter=snapshotter,
-                    fsync=config.fsync,
-                )
+            admin_state = AdminState(
+                chat=chat,
+                connections=connections,
+                fanout=fanout,
+                metrics=metrics,
+                secret=secret,
+                now_ms=now_ms,
+                wal=wal,
+                snapshotter=snapshotter,
+                fsync=config.fsync,
+                read_store=hub.read_store,
             )
+            admin = build_app(admin_state)
             admin_stop, admin_done = trio.Event(), trio.Event()
 
             async def run_admin(*, task_status: trio.TaskStatus[int]) -> None:

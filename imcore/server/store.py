@@ -71,8 +71,18 @@ def store_files(data_dir: Path) -> list[Path]:
     return [p for p in names if p.exists()]
 
 
-def _connect(path: Path, cache_kib: int) -> sqlite3.Connection:
+def _connect(path: Path, cache_kib: int, readonly: bool = False) -> sqlite3.Connection:
     # isolation_level=None: transactions are the checkpoint's own (BEGIN ... COMMIT).
+    if readonly:
+        # mode=ro: a missing file is an error rather than a new, empty store.
+        db = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        db.execute(f"PRAGMA cache_size=-{cache_kib}")
+        return db
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
@@ -84,14 +94,21 @@ class HistoryStore:
     """The store of one data directory.
 
     Args:
-        path: the database file (created if missing).
+        path: the database file (created if missing, unless `readonly`).
+        readonly: only read it (`verify`, `inspect`, `backup`, beside a running server or
+            not): no schema is created and no write is possible.
+
+    Raises:
+        sqlite3.Error: the file is not a store (`readonly`: or it is missing).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
-        self._db = _connect(path, WRITER_CACHE_KIB)
-        for statement in _SCHEMA:
-            self._db.execute(statement)
+        self.readonly = readonly
+        self._db = _connect(path, WRITER_CACHE_KIB, readonly)
+        if not readonly:
+            for statement in _SCHEMA:
+                self._db.execute(statement)
         found = self._db.execute("SELECT value FROM meta WHERE key = 'lsn'").fetchone()
         self.lsn: int = 0 if found is None else int(found[0])
         self.durable_lsn = self.lsn  # at open, whatever the file holds is on disk
@@ -209,7 +226,7 @@ class HistoryStore:
     def _reader(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = self._local.db = _connect(self.path, READER_CACHE_KIB)
+            db = self._local.db = _connect(self.path, READER_CACHE_KIB, self.readonly)
             with self._readers_lock:
                 self._readers.append(db)
         return db
@@ -269,6 +286,29 @@ class HistoryStore:
             "SELECT conv, min(seq), max(seq), count(*) FROM events GROUP BY conv"
         )
         return {names[c]: (lo, hi, n) for c, lo, hi, n in rows if c in names}
+
+    def names(self) -> list[str]:
+        """Every conversation the store has an id for (as of opening, for a reader)."""
+        return sorted(self._ids)
+
+    def raw_rows(self, conv: str, low: int, high: int) -> Iterator[tuple[int, bytes]]:
+        """(seq, row bytes) of the stored events `low..high` of `conv`, ascending and not
+        decoded: `verify` and its repair decide what a row that does not decode means."""
+        conv_id = self._ids.get(conv)
+        if conv_id is None or high < low:
+            return
+        rows = self._reader().execute(
+            "SELECT seq, row FROM events WHERE conv = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            (conv_id, low, high),
+        )
+        for seq, row in rows:
+            yield int(seq), bytes(row)
+
+    def integrity_check(self, limit: int = 100) -> list[str]:
+        """SQLite's own check of the file (`PRAGMA integrity_check`): ["ok"], or up to
+        `limit` lines naming what is wrong."""
+        found = self._reader().execute(f"PRAGMA integrity_check({int(limit)})")
+        return [str(line) for (line,) in found]
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in store_files(self.path.parent))

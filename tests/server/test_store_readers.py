@@ -1,5 +1,5 @@
 """The history store beside its readers: a reader's long snapshot (a backup's) must not make
-`sync` claim what it could not make durable."""
+`sync` claim what it could not make durable, and a read-only store changes nothing."""
 
 from __future__ import annotations
 
@@ -39,4 +39,17 @@ def test_a_sync_held_up_by_a_reader_does_not_advance_durable_lsn(tmp_path: Path)
     reader.close()
     assert store.sync() == 2
     assert store.durable_lsn == 2
+    store.close()
+
+
+def test_a_read_only_store_is_neither_created_nor_written(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    with pytest.raises(sqlite3.OperationalError):
+        HistoryStore(path, readonly=True)
+    assert not path.exists()
+    HistoryStore(path).close()
+    store = HistoryStore(path, readonly=True)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        store.write([event(1)])
+    assert (store.lsn, store.integrity_check()) == (0, ["ok"])
     store.close()
