@@ -1,7 +1,7 @@
 """The admin API's views: plain data in, JSON-ready dicts out. Pure: imports the core only.
 
 The HTTP layer (server/admin_http.py) gathers the server's figures into `ServerFigures`
-and routes requests here; the offline `imcore-admin inspect` builds
+and `HistoryFigures` and routes requests here; the offline `imcore-admin inspect` builds
 the same views from a data directory. A view that shows old history takes the events as
 an argument: `last_events` says which, or which part the caller must read from the store
 first (the core's `ReadPage`), as a session's `sync` does.
@@ -40,7 +40,43 @@ class ServerFigures:
     read_only: bool
 
 
-def status(chat: Chat, figures: ServerFigures) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class HistoryFigures:
+    """Where history is: the store on disk and the hot tails in memory (`/status` and
+    `/metrics`)."""
+
+    store_bytes: int = 0  # the store's files: database, SQLite's WAL and shared memory
+    store_lsn: int = 0  # the last log record the store holds
+    checkpoint_lag: int = 0  # committed records the store does not hold yet
+    hot_tail_bytes: int = 0  # the tails' size, by the budget's measure
+    hot_tail_events: int = 0
+    hot_tail_hits: int = 0  # pages (syncs, resends) served from memory alone
+    hot_tail_misses: int = 0  # pages that needed the store
+
+    @property
+    def hot_tail_hit_rate(self) -> float | None:
+        """Hits over all pages served since the start; None before the first."""
+        pages = self.hot_tail_hits + self.hot_tail_misses
+        return round(self.hot_tail_hits / pages, 4) if pages else None
+
+
+def history_figures(
+    chat: Chat, *, store_bytes: int, store_lsn: int, checkpoint_lag: int
+) -> HistoryFigures:
+    """The store's figures (the server's) with the hot tails' (the core's)."""
+    tail = chat.tail
+    return HistoryFigures(
+        store_bytes=store_bytes,
+        store_lsn=store_lsn,
+        checkpoint_lag=checkpoint_lag,
+        hot_tail_bytes=tail.bytes,
+        hot_tail_events=tail.events,
+        hot_tail_hits=tail.hits,
+        hot_tail_misses=tail.misses,
+    )
+
+
+def status(chat: Chat, figures: ServerFigures, history: HistoryFigures) -> dict[str, Any]:
     """GET /status: what the server is doing right now."""
     conversations, events = chat.retained()
     return {
@@ -49,6 +85,8 @@ def status(chat: Chat, figures: ServerFigures) -> dict[str, Any]:
         "conversations": conversations,
         "events": events,
         "clock": chat.clock.value,
+        **asdict(history),
+        "hot_tail_hit_rate": history.hot_tail_hit_rate,
     }
 
 

@@ -3,7 +3,8 @@ own event loop; the views themselves are `imcore.admin_api`'s. Every endpoint bu
 /healthz wants `Authorization: Bearer <token>` with claim `admin: true`.
 
 Must not block the loop: old history (`/conversations/{id}`) is read from the store in a
-worker thread (`read_store`).
+worker thread (`read_store`), and the store's file sizes (`/status`, `/metrics`) too
+(`AdminState.refresh`).
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ if TYPE_CHECKING:
 
     from ..core import Chat, Event
     from ..core.history import StoreAnswer, StoreQuery
+    from .checkpoint import Checkpoint
     from .connection import Connection, Connections
     from .fanout import Fanout
     from .metrics import Metrics
     from .snapshots import Snapshotter
+    from .store import HistoryStore
     from .wal import Wal
 
 Handler: TypeAlias = Callable[["Request"], Awaitable[JSONResponse]]
@@ -55,9 +58,25 @@ class AdminState:
     wal: Wal
     snapshotter: Snapshotter
     fsync: str
+    store: HistoryStore
+    checkpoint: Checkpoint
     #: carries out a query of the core on the store, off the loop (`serve.read_store`)
     read_store: Callable[[StoreQuery], Awaitable[StoreAnswer]]
     started: float = field(default_factory=time.monotonic)
+    store_bytes: int = 0  # as of the last `refresh`
+
+    async def refresh(self) -> None:
+        """Read the figures that cost a system call (the store's file sizes), in a worker
+        thread: before /status and each scrape of /metrics."""
+        self.store_bytes = await trio.to_thread.run_sync(self.store.size_bytes)
+
+    def history(self) -> admin_api.HistoryFigures:
+        return admin_api.history_figures(
+            self.chat,
+            store_bytes=self.store_bytes,
+            store_lsn=self.store.lsn,
+            checkpoint_lag=self.checkpoint.lag,
+        )
 
     async def last_events(self, conv: str, last: int) -> list[Event]:
         """The newest `last` events of `conv`, the older ones read from the store."""
@@ -124,6 +143,7 @@ class _GuardedASGI:
             response = JSONResponse({"error": "unauthorized: an admin token is required"}, 401)
             await response(scope, receive, send)
             return
+        await self.state.refresh()
         await self.app(scope, receive, send)
 
 
@@ -138,7 +158,8 @@ def build_app(state: AdminState) -> Starlette:
         return JSONResponse({"ok": True})
 
     async def status(request: Request) -> JSONResponse:
-        return JSONResponse(admin_api.status(chat, state.figures()))
+        await state.refresh()
+        return JSONResponse(admin_api.status(chat, state.figures(), state.history()))
 
     async def conns(request: Request) -> JSONResponse:
         offset = _int(request, "offset", 0)

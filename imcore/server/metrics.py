@@ -15,9 +15,10 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from ..admin_api import HistoryFigures
 from ..core.codec import KNOWN_OPS
 from ..core.frames import (
     Ack,
@@ -36,7 +37,7 @@ from ..core.frames import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from prometheus_client.metrics_core import Metric
 
@@ -133,6 +134,29 @@ class _LoopMetrics(Collector):
             "imcore_outbox_batch_frames",
             "Frames per writer wake-up (what the socket did not take at once, and what followed)",
         )
+        h = m.history()
+        for name, documentation, value in (
+            ("imcore_store_bytes", "Bytes of the history store's files", h.store_bytes),
+            ("imcore_store_lsn", "The last log record the history store holds", h.store_lsn),
+            (
+                "imcore_checkpoint_lag",
+                "Committed log records the history store does not hold yet",
+                h.checkpoint_lag,
+            ),
+            (
+                "imcore_hot_tail_bytes",
+                "Memory the hot tails hold (budget's measure)",
+                h.hot_tail_bytes,
+            ),
+            ("imcore_hot_tail_events", "Events the hot tails hold", h.hot_tail_events),
+        ):
+            yield GaugeMetricFamily(name, documentation, value=value)
+        yield CounterMetricFamily(
+            "imcore_hot_tail_hits", "History pages served from memory alone", value=h.hot_tail_hits
+        )
+        yield CounterMetricFamily(
+            "imcore_hot_tail_misses", "History pages that needed the store", value=h.hot_tail_misses
+        )
 
 
 class Metrics:
@@ -152,6 +176,8 @@ class Metrics:
         self.fanout_seconds = LoopHistogram(LATENCY_BUCKETS)
         self.ack_seconds = LoopHistogram(LATENCY_BUCKETS)
         self.outbox_batch = LoopHistogram(OUTBOX_BUCKETS)
+        #: the history figures, read at each scrape (the server's admin port sets it)
+        self.history: Callable[[], HistoryFigures] = HistoryFigures
         r.register(_LoopMetrics(self))
 
         self.errors = Counter("imcore_errors", "error frames sent, by code", ["code"], registry=r)

@@ -215,8 +215,11 @@ async def serve(
                 wal=wal,
                 snapshotter=snapshotter,
                 fsync=config.fsync,
+                store=store,
+                checkpoint=checkpoint,
                 read_store=hub.read_store,
             )
+            metrics.history = admin_state.history
             admin = build_app(admin_state)
             admin_stop, admin_done = trio.Event(), trio.Event()
 
