@@ -1,9 +1,10 @@
 """`imcore-admin`: operator commands.
 
-Offline, on a data directory: `token`, `verify [--repair]`, `inspect`, `wal dump`.
-Online, against the admin port: `status`, `conns`, `user`, `conv`, `kick`, `snapshot`, as
-aligned tables (rich) or `--json`. Exit codes: 0 ok, 1 damage, not found or failed, 2 bad
-usage, 3 server unreachable, 4 token refused.
+Offline, on a data directory: `token`, `verify [--repair]`, `inspect`, `wal dump`, and
+`backup` (beside a running server too). Online, against the admin port: `status`,
+`conns`, `user`, `conv`, `kick`, `snapshot`, as aligned tables (rich) or `--json`. Exit
+codes: 0 ok, 1 damage, not found or failed, 2 bad usage, 3 server unreachable, 4 token
+refused.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .core.history import ReadPage
 from .core.ids import user_id
 from .core.records import FloorRecord
 from .core.wal_format import record_to_wire, scan_segment
+from .server.backup import BackupError, backup
 from .server.datadir import StartupError, Verification, inspect, repair, verify
 from .server.files import Files
 from .server.layout import list_segments, snapshot_dir, wal_dir
@@ -279,6 +281,19 @@ def _inspect(args: argparse.Namespace) -> int:
     return 1 if report.corrupt is not None else 0
 
 
+def _backup(args: argparse.Namespace) -> int:
+    try:
+        made = backup(args.data_dir, args.to, progress=lambda line: print(line, flush=True))
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        print(f"imcore-admin: backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"store lsn {made.store_lsn}, snapshot lsn {made.snapshot_lsn}, log records "
+        f"{made.log_first}..{made.log_last} in {made.segments} segments, {made.bytes} bytes"
+    )
+    return 0
+
+
 #: `wal dump`'s name for each kind of record.
 _DUMP_KINDS = {
     Event: "event",
@@ -370,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
         help="on damage: truncate the log there and rebuild the history store (server stopped)",
     )
     check.set_defaults(run=_verify)
+    copy = commands.add_parser(
+        "backup", help="a consistent copy of a data directory, while its server runs"
+    )
+    copy.add_argument("--data-dir", type=Path, required=True)
+    copy.add_argument("--to", type=Path, required=True, help="a new directory")
+    copy.set_defaults(run=_backup)
     peek = commands.add_parser("inspect", help="the state in a data directory, offline")
     peek.add_argument("--data-dir", type=Path, required=True)
     peek.add_argument("--user", help="one user's conversations and cursors")
