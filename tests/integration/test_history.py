@@ -80,18 +80,20 @@ async def test_more_than_10000_messages_sync_back_from_seq_1_after_a_restart(
 ) -> None:
     count = 10_050
     with trio.fail_after(90):
-        async with running(settings(tmp_path)) as server, open_client(
-            server, "alice", recv=False
-        ) as alice:
+        async with (
+            running(settings(tmp_path)) as server,
+            open_client(server, "alice", recv=False) as alice,
+        ):
             assert (await alice.request(op="group.create", conv=G, members=["bob"]))["op"] == "ok"
             acks = await send_all(alice, G, count)
             assert [a["seq"] for a in acks] == list(range(2, count + 2))
             # before the restart too, the old pages come from the store
             first = await alice.request(op="sync", conv=G, after=0, limit=5)
             assert [m["seq"] for m in first["msgs"]] == [1, 2, 3, 4, 5]
-        async with running(settings(tmp_path)) as server, open_client(
-            server, "bob", recv=False
-        ) as bob:
+        async with (
+            running(settings(tmp_path)) as server,
+            open_client(server, "bob", recv=False) as bob,
+        ):
             (summary,) = bob.welcome["convs"]
             assert (summary["head"], summary["floor"], summary["unread"]) == (
                 count + 1,
@@ -110,15 +112,17 @@ async def test_more_than_10000_messages_sync_back_from_seq_1_after_a_restart(
 
 async def test_a_retry_of_a_message_that_left_memory_is_still_a_dup(tmp_path: Path) -> None:
     with trio.fail_after(60):
-        async with running(settings(tmp_path)) as server, open_client(
-            server, "alice", recv=False
-        ) as alice:
+        async with (
+            running(settings(tmp_path)) as server,
+            open_client(server, "alice", recv=False) as alice,
+        ):
             await send_all(alice, DM, 2000)
             again = await alice.request(op="send", conv=DM, cmid="m0", body="retry")
             assert (again["op"], again["seq"], again.get("dup")) == ("ack", 1, True)
-        async with running(settings(tmp_path)) as server, open_client(
-            server, "alice", recv=False
-        ) as alice:
+        async with (
+            running(settings(tmp_path)) as server,
+            open_client(server, "alice", recv=False) as alice,
+        ):
             for i in (0, 1000, 1999):
                 again = await alice.request(op="send", conv=DM, cmid=f"m{i}", body="retry")
                 assert (again["seq"], again.get("dup")) == (i + 1, True)
