@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("imcore.checkpoint")
 
 BATCH = 5000
+#: How long records gather before a write, unless `BATCH` of them come first. Every store
+#: transaction rewrites each B-tree page it touches (and the interior pages above them)
+#: into SQLite's WAL, and the events of one commit batch fall in as many conversations as
+#: they are events: written a commit batch at a time, the store wrote 7-90 KB to disk per
+#: message (`docs/benchmarks.md`), and every ack waits on an fsync of the same disk.
+GATHER_S = 1.0
 RETRY_S = 1.0
 
 
@@ -41,16 +47,26 @@ class Checkpoint:
         store: the history store.
         chat: the core, told what the store holds.
         files: the file layer (whether blocking calls go to a thread; what was synced).
-        batch: records per store transaction.
+        batch: records per store transaction (at most).
+        gather_s: how long records gather before a smaller transaction is written.
     """
 
     def __init__(
-        self, store: HistoryStore, chat: Chat, files: Files, *, batch: int = BATCH
+        self,
+        store: HistoryStore,
+        chat: Chat,
+        files: Files,
+        *,
+        batch: int = BATCH,
+        gather_s: float = GATHER_S,
     ) -> None:
         self.store = store
         self.chat = chat
         self.files = files
         self.batch = batch
+        self.gather_s = gather_s
+        self._count = 0  # records pending
+        self._full = trio.Event()  # a batch's worth is pending, or a drain is waiting
         self.committed_lsn = store.lsn  # the last record handed over
         self.last_write_s = 0.0
         self._pending: deque[list[WalRecord]] = deque()  # batches as the committer made them
@@ -67,7 +83,10 @@ class Checkpoint:
     def committed(self, first_lsn: int, records: list[Record]) -> None:
         """The committer made `records` durable, the first at `first_lsn`."""
         self._pending.append([WalRecord(first_lsn + i, r) for i, r in enumerate(records)])
+        self._count += len(records)
         self.committed_lsn = first_lsn + len(records) - 1
+        if self._count >= self.batch:
+            self._full.set()
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self._more.set()
 
@@ -79,6 +98,10 @@ class Checkpoint:
                 await self._more.wait()
                 self._more = trio.Event()
                 continue
+            with trio.move_on_after(self.gather_s):
+                await self._full.wait()
+            if self._count < self.batch:
+                self._full = trio.Event()
             try:
                 await self._write_some()
             except Exception as exc:
@@ -98,11 +121,14 @@ class Checkpoint:
             self.last_write_s = time.perf_counter() - started
         for _ in range(taken):  # only once written: a failed write is tried again
             pending.popleft()
+        self._count -= len(todo)
         self.chat.stored(lsn)
 
     async def drain(self) -> None:
-        """Wait until the store holds every record handed over so far."""
+        """Wait until the store holds every record handed over so far (without waiting
+        for more to gather)."""
         while self._pending:
+            self._full.set()
             await self._idle.wait()
 
     async def sync(self) -> int:

@@ -257,7 +257,10 @@ class HistoryStore:
         found = (
             self._reader()
             .execute(
-                "SELECT row FROM events WHERE conv = ? AND sender = ? AND cmid = ?",
+                # The planner prefers the primary key's conv prefix, a scan of the whole
+                # conversation (100 ms in a 1M-event group); the index takes 0.2 ms.
+                "SELECT row FROM events INDEXED BY events_cmid"
+                " WHERE conv = ? AND sender = ? AND cmid = ?",
                 (conv_id, sender, cmid),
             )
             .fetchone()
