@@ -617,6 +617,7 @@ def write_run(
 ) -> dict[str, Any]:
     """A fresh server of `target` (on an empty directory, or a copy of `source`), one
     generator run (tools/bench_durability.py's) against it."""
+    args.scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
         data = Path(tmp) / "data" if source is None else copy_data(source, Path(tmp))
         server = Server(data, "0", *SERVER_ARGS, bin_dir=bin_dir)

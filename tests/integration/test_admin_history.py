@@ -157,8 +157,10 @@ async def test_the_conversation_views_read_old_events_from_the_store(
     with trio.fail_after(60):
         async with open_client(server, "alice", recv=False) as alice:
             await send(alice, 0, 50)
+            await stored(server)  # the log goes only where the store has it too
             assert (await call(server, "POST", "/snapshot"))[1]["lsn"] == 50
             await send(alice, 50, 10)
+            await stored(server)
             assert (await call(server, "POST", "/snapshot"))[1]["lsn"] == 60  # log 1..50 goes
             await send(alice, 60, 5)
             status = await stored(server)

@@ -9,6 +9,7 @@ import trio.testing
 
 from imcore.config import build
 from imcore.server import serve
+from imcore.server.checkpoint import GATHER_S
 from imcore.server.store import HistoryStore, store_path
 from tests.helpers.client import Client, token
 from tests.helpers.core import SECRET
@@ -77,7 +78,7 @@ async def test_retain_messages_keeps_the_newest_and_deletes_the_rest(
         await send(alice, 30, "m")
         before = await page(alice)
         assert (before["floor"], len(before["msgs"])) == (1, 30)  # not swept yet
-        await trio.sleep(601)
+        await trio.sleep(600 + GATHER_S + 1)  # a sweep, then the checkpoint's write
         after = await page(alice)
         assert (after["floor"], [m["seq"] for m in after["msgs"]]) == (21, list(range(21, 31)))
         assert stored_seqs(tmp_path) == list(range(21, 31))
@@ -98,7 +99,7 @@ async def test_retain_days_deletes_what_is_older(
 
     async def days_pass(seconds: float) -> None:
         autojump_clock.jump(seconds)
-        await trio.sleep(601)  # a retention sweep, and the checkpoint after it
+        await trio.sleep(600 + GATHER_S + 1)  # a retention sweep, and the checkpoint after it
 
     async with open_memory_client(listener) as raw:
         alice = await said_hello(raw, "alice")
