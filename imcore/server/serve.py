@@ -25,7 +25,7 @@ from .checkpoint import Checkpoint
 from .collector import Collector
 from .committer import Committer
 from .connection import Connection, Connections
-from .datadir import DataDirLock, open_state, write_format
+from .datadir import FORMAT_VERSION, DataDirLock, open_state, write_format
 from .fanout import Fanout
 from .files import Files, run_blocking
 from .layout import snapshot_dir, wal_dir
@@ -197,7 +197,7 @@ async def serve(
             if recovered.upgraded:
                 await snapshotter.take(force=True)
                 await run_blocking(files, write_format, config.data_dir, files)
-                log.warning("upgrade finished: the data directory is now format 2")
+                log.warning("upgrade finished: the data directory is now format %d", FORMAT_VERSION)
             services.start_soon(retention.run)
             await services.start(fanout.run)
             await services.start(timers.run)
