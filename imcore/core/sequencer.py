@@ -92,10 +92,6 @@ class Sequencer:
         """Take in a conversation loaded from a snapshot: its head."""
         self._heads[conv] = max(self._heads.get(conv, 0), head)
 
-    @property
-    def exact_entries(self) -> int:
-        return len(self._cmids)
-
     def replay(self, event: Event) -> None:
         """Take in an event sequenced by an earlier run, when rebuilding state from the log."""
         self._heads[event.conv] = event.seq

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import cbor2
 
 from .conversation import ConversationState
-from .records import event_from_row, event_to_row
+from .records import event_from_row
 
 if TYPE_CHECKING:
     from .dedup import FilterState
@@ -67,10 +67,10 @@ class Snapshot:
 
 class SnapshotEncoder:
     """Encodes a snapshot in pieces: concatenate `begin()`, each `conversation()`,
-    `filter()` and `end()`. (`version` is for making old-format files in tests.)"""
+    `filter()` and `end()`."""
 
-    def __init__(self, lsn: int, clock: int, version: int = VERSION) -> None:
-        self.lsn, self.clock, self.version = lsn, clock, version
+    def __init__(self, lsn: int, clock: int) -> None:
+        self.lsn, self.clock = lsn, clock
         self._crc = 0
         self._length = 0
 
@@ -80,7 +80,7 @@ class SnapshotEncoder:
         return piece
 
     def begin(self) -> bytes:
-        header = cbor2.dumps({"v": self.version, "lsn": self.lsn, "clock": self.clock})
+        header = cbor2.dumps({"v": VERSION, "lsn": self.lsn, "clock": self.clock})
         return MAGIC + self._body(b"\x9f" + header)
 
     def conversation(self, state: ConversationState) -> bytes:
@@ -109,23 +109,6 @@ class SnapshotEncoder:
     def end(self) -> bytes:
         tail = self._body(b"\xff")
         return tail + TRAILER.pack(self._length, self._crc)
-
-    def legacy_conversation(self, state: ConversationState) -> bytes:
-        """A version 1 or 2 conversation item, with `state.events`: only to make data
-        directories of the old formats in tests."""
-        return self._body(_legacy_item(state, self.version))
-
-
-def _legacy_item(state: ConversationState, version: int) -> bytes:
-    roster = None
-    if state.roster is not None:
-        owner, title, public, roles = state.roster
-        roster = [owner, title, public, [list(r) for r in roles]]
-    fields: list[object] = [state.conv, state.head, state.ts_last, roster, state.reads]
-    if version == 2:
-        fields.append(state.delivered)
-    fields.append([event_to_row(e) for e in state.events])
-    return cbor2.dumps(fields)
 
 
 def decode(data: bytes) -> Snapshot:
